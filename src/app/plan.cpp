@@ -1,0 +1,42 @@
+#include "app/plan.hpp"
+
+namespace tprosshy::app {
+
+routing::table make_table(const config::config& cfg) {
+  routing::table t;
+  for (auto& p : cfg.exclude) t.add_global_exclude(p);
+  for (routing::profile_id id = 0; id < cfg.profiles.size(); ++id) {
+    auto& prof = cfg.profiles[id];
+    if (!prof.enabled) continue;
+    for (auto& s : prof.subnets) t.add_subnet(s, id);
+    for (auto& e : prof.exclude) t.add_exclude(e, id);
+  }
+  return t;
+}
+
+nft::ruleset make_ruleset(const config::config& cfg, const routing::table& table,
+                          const std::vector<nft::endpoint>& bypass, ports p) {
+  nft::ruleset r;
+  r.mark = own_mark;
+  r.output = true;
+  if (cfg.mode == config::run_mode::gateway) r.interfaces = cfg.gateway_interfaces;
+  r.tcp_port = p.tcp;
+  r.dns_port = p.dns;
+  r.capture_all_dns = cfg.capture == config::dns_capture::all;
+  r.bypass = bypass;
+  r.exclude = table.global_excludes();
+  std::vector<nft::profile_routes> by_id(cfg.profiles.size());
+  for (bool v6 : {false, true})
+    for (auto& rg : table.ranges(v6))
+      (v6 ? by_id[rg.profile].v6 : by_id[rg.profile].v4).push_back({rg.first, rg.last});
+  for (std::size_t id = 0; id < cfg.profiles.size(); ++id) {
+    auto& prof = cfg.profiles[id];
+    if (!prof.enabled) continue;
+    by_id[id].name = prof.name;
+    by_id[id].learned = p.dns != 0 && prof.dns.learn_routes && !prof.dns.domains.empty();
+    r.profiles.push_back(std::move(by_id[id]));
+  }
+  return r;
+}
+
+}  // namespace tprosshy::app

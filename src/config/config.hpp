@@ -1,0 +1,97 @@
+#pragma once
+// The config model: plain values, already validated. YAML stays inside config/.
+#include "net/prefix.hpp"
+
+#include <cstddef>
+#include <cstdint>
+#include <filesystem>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace tprosshy::config {
+
+// Where a value came from; line and column are 1-based.
+struct location {
+  std::string file;
+  int line = 0;
+  int column = 0;
+  std::string to_string() const;  // "file:line:column"
+};
+
+// A config error. what() is "file:line:column: message", ready to print.
+class error : public std::runtime_error {
+ public:
+  error(location where, const std::string& message);
+  const location& where() const { return where_; }
+  const std::string& message() const { return message_; }
+
+ private:
+  location where_;
+  std::string message_;
+};
+
+enum class run_mode { local, gateway };
+enum class dns_capture { resolvers, all };
+enum class start_failure { exit, retry };
+
+struct dns_rules {
+  std::vector<std::string> domains;  // lower case, no trailing dot; "." = every name
+  std::string nameserver = "auto";   // "auto" or IP[:port] (IPv6 as [addr]:port)
+  bool learn_routes = true;
+};
+
+struct profile {
+  std::string name;
+  std::string host;                   // ssh destination, expanded
+  std::vector<std::string> ssh_args;  // the profile's own, then those of `defaults`
+  std::vector<net::prefix> subnets;
+  std::vector<net::prefix> exclude;
+  dns_rules dns;
+  bool enabled = true;
+  location where;  // the profile's key
+};
+
+struct config {
+  std::filesystem::path file;  // the top-level file, absolute
+  run_mode mode = run_mode::local;
+  std::vector<std::string> gateway_interfaces;
+  std::optional<net::address> listen_address;  // unset: 127.0.0.1 (local mode)
+  uint16_t tcp_port = 0;                        // 0: any free port
+  uint16_t dns_port = 0;
+  std::vector<std::string> dns_upstream{"system"};
+  dns_capture capture = dns_capture::resolvers;
+  std::size_t cache_size = 10000;
+  start_failure on_start_failure = start_failure::exit;
+  std::vector<net::prefix> exclude;  // global: never redirected
+  std::string log_level = "info";
+  std::vector<profile> profiles;  // in the order they were declared
+};
+
+// Reads, validates against schemas/tprosshy.schema.json, merges includes and defaults,
+// expands ${VAR} and ~. Throws config::error; a missing or unreadable top-level file
+// throws std::system_error instead (the CLI maps it to EX_NOINPUT).
+//
+// File names in errors are deterministic: the top-level file is named exactly as `file`
+// was passed; an included file as the lexically normalised path of its includer's name
+// joined with the include entry (an absolute entry stays absolute). So load("a.yaml") with
+// `include: [inc/b.yaml]` reports "a.yaml:3:5: ..." and "inc/b.yaml:7:9: ...".
+//
+// Merging: included files first (in list order), then the including file on top. Maps merge
+// key by key at every depth (so `profiles: {corp: {enabled: false}}` overrides one key of an
+// included profile); lists and scalars are replaced, except the top-level `exclude`, which
+// concatenates. Every file is checked against the schema on its own (without `required`,
+// an included file may be partial), the merged result once more in full.
+config load(const std::filesystem::path& file);
+
+// "IP", "IPv4:port" or "[IPv6]:port", as used by dns.upstream and dns.nameserver.
+struct endpoint {
+  net::address address;
+  std::optional<uint16_t> port;
+  std::string to_string() const;  // same forms as parsed, IPv6 bracketed when a port is given
+};
+std::optional<endpoint> parse_endpoint(std::string_view text);
+
+}  // namespace tprosshy::config

@@ -1,0 +1,34 @@
+#pragma once
+// Installs a ruleset over netlink. The table carries the owner flag: it belongs to this
+// object's netlink socket and the kernel deletes it when the socket closes, even on SIGKILL.
+// So keep one netlink object for the process's life and send every change through it.
+#include "nft/ruleset.hpp"
+
+#include <chrono>
+#include <memory>
+#include <string>
+
+namespace tprosshy::nft {
+
+class netlink {
+ public:
+  // Opens and binds the socket. Throws std::system_error (EPERM without CAP_NET_ADMIN).
+  netlink();
+  ~netlink();
+  netlink(const netlink&) = delete;
+  netlink& operator=(const netlink&) = delete;
+
+  // One atomic batch: the table is replaced as a whole (installing twice never duplicates).
+  // On any error nothing changes and std::system_error says what the kernel refused.
+  void install(const ruleset& r);
+  // Adds an address to a profile's learned set, expiring after `ttl` (kernel-side timeout).
+  void learn(const std::string& profile, const net::address& a, std::chrono::seconds ttl);
+  // Deletes the table if this object installed one.
+  void remove();
+
+ private:
+  struct impl;
+  std::unique_ptr<impl> impl_;
+};
+
+}  // namespace tprosshy::nft

@@ -1,0 +1,52 @@
+#pragma once
+// The transparent TCP front: accepts redirected flows, finds each one's original
+// destination, asks the router which SOCKS tunnel carries it, and relays both directions.
+#include <boost/asio/any_io_executor.hpp>
+#include <boost/asio/ip/tcp.hpp>
+
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace tprosshy::proxy {
+
+using tcp = boost::asio::ip::tcp;
+
+struct route {
+  std::string profile;  // for the log
+  tcp::endpoint socks;  // the profile's ssh -D listener
+};
+
+// Called once per accepted flow with its original destination. nullopt: no profile takes
+// it, or its tunnel is down; the client is reset at once.
+using router = std::function<std::optional<route>(const tcp::endpoint& original)>;
+
+class server {
+ public:
+  // Binds and listens on each endpoint (port 0: the first one picks a free port and the
+  // others reuse it). Throws boost::system::system_error.
+  server(boost::asio::any_io_executor ex, const std::vector<tcp::endpoint>& listen, router r);
+  ~server();
+  server(const server&) = delete;
+  server& operator=(const server&) = delete;
+
+  std::vector<tcp::endpoint> local_endpoints() const;
+  uint16_t port() const;
+  void start();  // spawns the accept loops
+  void stop();   // stops accepting; open flows go on until they end
+  std::size_t active_flows() const;
+  // How long a SOCKS setup (connect + handshake) may take before the flow is reset
+  // (default 30 s), so a dead tunnel does not hold flows forever.
+  void set_socks_timeout(std::chrono::milliseconds t);
+
+ private:
+  struct impl;
+  std::shared_ptr<impl> impl_;
+};
+
+}  // namespace tprosshy::proxy

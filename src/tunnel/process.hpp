@@ -1,0 +1,32 @@
+#pragma once
+// Boost 1.81's Process v2 with BOOST_PROCESS_USE_STD_FS compiles only when these two come
+// first (see DESIGN.md, facts checked).
+#include <boost/optional.hpp>
+#include <boost/type_traits.hpp>
+// Keep the order above.
+#include <boost/process/v2.hpp>
+
+#include <sys/prctl.h>
+#include <unistd.h>
+
+#include <csignal>
+
+namespace tprosshy::tunnel {
+
+namespace bp = boost::process::v2;
+
+// Runs in the child between fork and exec: the child dies with us, even on SIGKILL, and
+// sits in its own process group so a terminal's ^C reaches only tprosshy, which then
+// stops its children in order.
+struct child_setup {
+  template <typename Launcher>
+  bp::error_code on_exec_setup(Launcher&, const bp::filesystem::path&, const char* const*) {
+    ::setpgid(0, 0);
+    if (::prctl(PR_SET_PDEATHSIG, SIGTERM) != 0) return bp::error_code(errno, bp::system_category());
+    // The parent may have died between fork and prctl.
+    if (::getppid() == 1) ::_exit(1);
+    return {};
+  }
+};
+
+}  // namespace tprosshy::tunnel

@@ -1,0 +1,192 @@
+#include "tunnel/ssh.hpp"
+
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/connect.hpp>
+#include <boost/asio/read.hpp>
+#include <boost/asio/readable_pipe.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/this_coro.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/asio/write.hpp>
+#include <boost/asio/experimental/awaitable_operators.hpp>
+
+#include <charconv>
+#include <sstream>
+#include <stdexcept>
+
+#include "tunnel/process.hpp"
+
+namespace tprosshy::tunnel {
+
+namespace asio = boost::asio;
+using asio::use_awaitable;
+using namespace asio::experimental::awaitable_operators;
+
+namespace {
+
+std::optional<uint16_t> to_port(std::string_view s) {
+  unsigned v = 0;
+  auto [end, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
+  if (ec != std::errc{} || end != s.data() + s.size() || v == 0 || v > 65535) return std::nullopt;
+  return static_cast<uint16_t>(v);
+}
+
+asio::awaitable<std::string> read_all(asio::readable_pipe& p) {
+  std::string out;
+  char buf[4096];
+  for (;;) {
+    auto [ec, n] = co_await p.async_read_some(asio::buffer(buf), asio::as_tuple(use_awaitable));
+    out.append(buf, n);
+    if (ec) co_return out;
+  }
+}
+
+std::string last_line(const std::string& text) {
+  auto end = text.find_last_not_of("\r\n");
+  if (end == std::string::npos) return {};
+  auto start = text.rfind('\n', end);
+  return text.substr(start == std::string::npos ? 0 : start + 1, end + 1 - (start == std::string::npos ? 0 : start + 1));
+}
+
+}  // namespace
+
+std::string find_ssh() { return bp::environment::find_executable("ssh").string(); }
+
+ssh_facts parse_ssh_g(const std::string& text) {
+  ssh_facts f;
+  std::istringstream in(text);
+  std::string line;
+  while (std::getline(in, line)) {
+    auto sp = line.find(' ');
+    if (sp == std::string::npos) continue;
+    auto key = line.substr(0, sp);
+    auto value = line.substr(sp + 1);
+    if (key == "hostname") {
+      f.hostname = value;
+    } else if (key == "port") {
+      if (auto p = to_port(value)) f.port = *p;
+    } else if (key == "proxyjump" && value != "none") {
+      std::string::size_type pos = 0;
+      while (pos <= value.size()) {
+        auto comma = value.find(',', pos);
+        auto item = value.substr(pos, comma == std::string::npos ? std::string::npos : comma - pos);
+        if (!item.empty()) f.proxy_jump.push_back(item);
+        if (comma == std::string::npos) break;
+        pos = comma + 1;
+      }
+    } else if (key == "proxycommand" && value != "none") {
+      f.proxy_command = true;
+    }
+  }
+  return f;
+}
+
+std::optional<jump> parse_jump(const std::string& entry) {
+  std::string_view s = entry;
+  if (s.starts_with("ssh://")) s.remove_prefix(6);
+  if (s.empty()) return std::nullopt;
+  std::string user;
+  if (auto at = s.rfind('@'); at != std::string_view::npos) {
+    user = std::string(s.substr(0, at + 1));
+    s.remove_prefix(at + 1);
+  }
+  jump j;
+  std::string_view host = s;
+  if (s.starts_with('[')) {
+    auto close = s.find(']');
+    if (close == std::string_view::npos) return std::nullopt;
+    host = s.substr(1, close - 1);
+    auto rest = s.substr(close + 1);
+    if (!rest.empty()) {
+      if (rest[0] != ':' || !(j.port = to_port(rest.substr(1)))) return std::nullopt;
+    }
+  } else if (auto colon = s.find(':'); colon != std::string_view::npos && s.find(':', colon + 1) == std::string_view::npos) {
+    host = s.substr(0, colon);
+    if (!(j.port = to_port(s.substr(colon + 1)))) return std::nullopt;
+  }
+  if (host.empty()) return std::nullopt;
+  j.destination = user + std::string(host);
+  return j;
+}
+
+asio::awaitable<ssh_facts> query(const std::vector<std::string>& ssh_args,
+                                 const std::string& destination) {
+  auto ex = co_await asio::this_coro::executor;
+  auto ssh = find_ssh();
+  if (ssh.empty()) throw std::runtime_error("ssh is not installed (no 'ssh' in PATH)");
+  std::vector<std::string> args{"-G"};
+  args.insert(args.end(), ssh_args.begin(), ssh_args.end());
+  args.push_back("--");
+  args.push_back(destination);
+  asio::readable_pipe out(ex), err(ex);
+  bp::process proc(ex, ssh, args, bp::process_stdio{nullptr, out, err}, child_setup{});
+  auto [o, e] = co_await (read_all(out) && read_all(err));
+  int rc = co_await proc.async_wait(use_awaitable);
+  if (rc != 0) {
+    auto why = last_line(e);
+    throw std::runtime_error("ssh -G " + destination + " failed" + (why.empty() ? "" : ": " + why));
+  }
+  co_return parse_ssh_g(o);
+}
+
+asio::awaitable<std::vector<tcp::endpoint>> server_endpoints(
+    const std::vector<std::string>& ssh_args, const std::string& destination) {
+  auto facts = co_await query(ssh_args, destination);
+  if (!facts.proxy_jump.empty()) {
+    auto j = parse_jump(facts.proxy_jump.front());
+    if (!j) throw std::runtime_error("cannot parse ProxyJump '" + facts.proxy_jump.front() + "'");
+    std::vector<std::string> args = ssh_args;
+    if (j->port) {
+      args.push_back("-p");
+      args.push_back(std::to_string(*j->port));
+    }
+    facts = co_await query(args, j->destination);
+    facts.proxy_jump.clear();
+  }
+  std::vector<tcp::endpoint> eps;
+  if (facts.proxy_command) co_return eps;
+  tcp::resolver resolver(co_await asio::this_coro::executor);
+  auto [ec, results] = co_await resolver.async_resolve(facts.hostname, std::to_string(facts.port),
+                                                       asio::as_tuple(use_awaitable));
+  if (ec) throw std::runtime_error("cannot resolve ssh server '" + facts.hostname + "': " + ec.message());
+  for (auto& r : results)
+    if (std::find(eps.begin(), eps.end(), r.endpoint()) == eps.end()) eps.push_back(r.endpoint());
+  co_return eps;
+}
+
+std::vector<std::string> tunnel_command(const std::vector<std::string>& ssh_args,
+                                        const std::string& destination, uint16_t socks_port,
+                                        const std::vector<forward>& forwards) {
+  std::vector<std::string> args{"-N",
+                                "-o", "ExitOnForwardFailure=yes",
+                                "-o", "BatchMode=yes",
+                                "-o", "ServerAliveInterval=15",
+                                "-o", "ServerAliveCountMax=3",
+                                "-o", "ControlMaster=no",
+                                "-o", "ControlPath=none",
+                                "-D", "127.0.0.1:" + std::to_string(socks_port)};
+  for (auto& f : forwards) {
+    auto host = f.remote_host.find(':') != std::string::npos ? "[" + f.remote_host + "]" : f.remote_host;
+    args.push_back("-L");
+    args.push_back("127.0.0.1:" + std::to_string(f.local_port) + ":" + host + ":" +
+                   std::to_string(f.remote_port));
+  }
+  args.insert(args.end(), ssh_args.begin(), ssh_args.end());
+  args.push_back("--");
+  args.push_back(destination);
+  return args;
+}
+
+asio::awaitable<bool> socks_answers(tcp::endpoint ep) {
+  tcp::socket s(co_await asio::this_coro::executor);
+  auto [ec] = co_await s.async_connect(ep, asio::as_tuple(use_awaitable));
+  if (ec) co_return false;
+  const unsigned char greeting[] = {5, 1, 0};
+  auto [wec, wn] = co_await asio::async_write(s, asio::buffer(greeting), asio::as_tuple(use_awaitable));
+  if (wec) co_return false;
+  unsigned char reply[2];
+  auto [rec, rn] = co_await asio::async_read(s, asio::buffer(reply), asio::as_tuple(use_awaitable));
+  co_return !rec && reply[0] == 5 && reply[1] == 0;
+}
+
+}  // namespace tprosshy::tunnel

@@ -1,0 +1,63 @@
+#pragma once
+// What tprosshy asks of OpenSSH: where it really connects (`ssh -G`), the tunnel's
+// command line, and whether a SOCKS listener answers.
+#include <boost/asio/any_io_executor.hpp>
+#include <boost/asio/awaitable.hpp>
+#include <boost/asio/ip/tcp.hpp>
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace tprosshy::tunnel {
+
+using tcp = boost::asio::ip::tcp;
+
+// The parts of `ssh -G` output that decide where ssh's own TCP connection goes.
+struct ssh_facts {
+  std::string hostname;
+  uint16_t port = 22;
+  std::vector<std::string> proxy_jump;  // empty when none
+  bool proxy_command = false;           // ssh's connection is some program's business
+};
+
+// Parses `ssh -G` output.
+ssh_facts parse_ssh_g(const std::string& text);
+
+// Splits a ProxyJump entry ("[user@]host[:port]" or "ssh://[user@]host[:port]") into an
+// ssh destination and port.
+struct jump {
+  std::string destination;
+  std::optional<uint16_t> port;
+};
+std::optional<jump> parse_jump(const std::string& entry);
+
+// Runs `ssh -G`. Throws std::runtime_error with ssh's message if ssh refuses.
+boost::asio::awaitable<ssh_facts> query(const std::vector<std::string>& ssh_args,
+                                        const std::string& destination);
+
+// The addresses and ports ssh connects to for this destination: the first ProxyJump hop
+// if there is one, else the host itself, resolved. Throws std::runtime_error on failure.
+boost::asio::awaitable<std::vector<tcp::endpoint>> server_endpoints(
+    const std::vector<std::string>& ssh_args, const std::string& destination);
+
+struct forward {
+  uint16_t local_port;
+  std::string remote_host;
+  uint16_t remote_port;
+};
+
+// ssh -N ... -D 127.0.0.1:socks_port [-L ...] [ssh_args] destination. Our -o options come
+// first because ssh keeps the first value it sees of each option.
+std::vector<std::string> tunnel_command(const std::vector<std::string>& ssh_args,
+                                        const std::string& destination, uint16_t socks_port,
+                                        const std::vector<forward>& forwards);
+
+// True if a SOCKS5 server on `ep` answers a no-auth greeting.
+boost::asio::awaitable<bool> socks_answers(tcp::endpoint ep);
+
+// The ssh binary from PATH; empty if there is none.
+std::string find_ssh();
+
+}  // namespace tprosshy::tunnel
