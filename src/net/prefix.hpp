@@ -1,6 +1,5 @@
 #pragma once
 #include <boost/asio/ip/address.hpp>
-
 #include <optional>
 #include <string>
 #include <string_view>

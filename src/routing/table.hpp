@@ -1,13 +1,13 @@
 #pragma once
 // Destination address → profile, by longest prefix. The nft sets are derived from the same
 // table (ranges()), so the kernel and the dispatcher can never disagree.
-#include "net/prefix.hpp"
-
 #include <chrono>
 #include <cstddef>
 #include <memory>
 #include <optional>
 #include <vector>
+
+#include "net/prefix.hpp"
 
 namespace tprosshy::routing {
 
@@ -43,7 +43,9 @@ class table {
   std::size_t expire(clock::time_point now);
 
   // Global excludes first, then live learned addresses, then the longest static prefix.
-  std::optional<profile_id> lookup(const net::address& a, clock::time_point now = clock::now()) const;
+  // A v4-mapped IPv6 address (::ffff:a.b.c.d) is looked up, and learned, as IPv4.
+  std::optional<profile_id> lookup(const net::address& a,
+                                   clock::time_point now = clock::now()) const;
 
   // The static routes (subnets minus excludes), as sorted, disjoint, merged ranges of one
   // address family.
