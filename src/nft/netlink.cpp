@@ -1,0 +1,485 @@
+// The plan (plan.hpp) encoded as one libnftnl batch, sent over the libmnl socket that owns
+// the table. Each helper below emits the expressions nft itself emits for the same text, so
+// `nft list table inet tprosshy` prints what render() prints.
+#include "nft/netlink.hpp"
+
+#include <libmnl/libmnl.h>
+#include <libnftnl/chain.h>
+#include <libnftnl/common.h>
+#include <libnftnl/expr.h>
+#include <libnftnl/rule.h>
+#include <libnftnl/set.h>
+#include <libnftnl/table.h>
+#include <libnftnl/udata.h>
+#include <linux/netfilter.h>
+#include <linux/netfilter/nf_nat.h>
+#include <linux/netfilter/nf_tables.h>
+#include <linux/netfilter/nfnetlink.h>
+#include <linux/rtnetlink.h>
+#include <net/if.h>
+#include <poll.h>
+#include <sys/socket.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <chrono>
+#include <ctime>
+#include <map>
+#include <system_error>
+#include <vector>
+
+#include "nft/plan.hpp"
+
+namespace tprosshy::nft {
+
+namespace {
+
+template <auto F>
+struct deleter {
+  template <class T>
+  void operator()(T* p) const {
+    F(p);
+  }
+};
+template <class T, auto F>
+using c_ptr = std::unique_ptr<T, deleter<F>>;
+
+void close_socket(mnl_socket* s) { mnl_socket_close(s); }
+void free_udata(nftnl_udata_buf* b) { nftnl_udata_buf_free(b); }
+using socket_ptr = c_ptr<mnl_socket, close_socket>;
+using table_ptr = c_ptr<nftnl_table, nftnl_table_free>;
+using chain_ptr = c_ptr<nftnl_chain, nftnl_chain_free>;
+using set_ptr = c_ptr<nftnl_set, nftnl_set_free>;
+using rule_ptr = c_ptr<nftnl_rule, nftnl_rule_free>;
+using udata_ptr = c_ptr<nftnl_udata_buf, free_udata>;
+
+template <class T>
+T* check_alloc(T* p) {
+  if (!p) throw std::bad_alloc();
+  return p;
+}
+
+[[noreturn]] void fail(int err, const std::string& what) {
+  throw std::system_error(err, std::generic_category(), "nftables: " + what);
+}
+
+// nft's datatype ids (nftables/include/datatype.h), so `nft list` prints the keys as
+// addresses.
+constexpr uint32_t type_ipv4_addr = 7, type_ipv6_addr = 8;
+constexpr uint32_t byteorder_big_endian = 2;
+constexpr size_t max_elements_per_message = 512;  // keeps the nested attribute below 64 KiB
+
+std::vector<uint8_t> key_bytes(const net::address& a) {
+  if (a.is_v4()) {
+    auto b = a.to_v4().to_bytes();
+    return {b.begin(), b.end()};
+  }
+  auto b = a.to_v6().to_bytes();
+  return {b.begin(), b.end()};
+}
+
+// --- one helper per expression -------------------------------------------------------
+
+nftnl_expr* expr(nftnl_rule* r, const char* name) {
+  auto* e = check_alloc(nftnl_expr_alloc(name));
+  nftnl_rule_add_expr(r, e);  // the rule owns it from here
+  return e;
+}
+
+void add_meta(nftnl_rule* r, uint32_t key) {
+  auto* e = expr(r, "meta");
+  nftnl_expr_set_u32(e, NFTNL_EXPR_META_KEY, key);
+  nftnl_expr_set_u32(e, NFTNL_EXPR_META_DREG, NFT_REG_1);
+}
+
+void add_cmp(nftnl_rule* r, const void* data, uint32_t len) {
+  auto* e = expr(r, "cmp");
+  nftnl_expr_set_u32(e, NFTNL_EXPR_CMP_SREG, NFT_REG_1);
+  nftnl_expr_set_u32(e, NFTNL_EXPR_CMP_OP, NFT_CMP_EQ);
+  nftnl_expr_set(e, NFTNL_EXPR_CMP_DATA, data, len);
+}
+
+void add_payload(nftnl_rule* r, uint32_t base, uint32_t offset, uint32_t len) {
+  auto* e = expr(r, "payload");
+  nftnl_expr_set_u32(e, NFTNL_EXPR_PAYLOAD_BASE, base);
+  nftnl_expr_set_u32(e, NFTNL_EXPR_PAYLOAD_OFFSET, offset);
+  nftnl_expr_set_u32(e, NFTNL_EXPR_PAYLOAD_LEN, len);
+  nftnl_expr_set_u32(e, NFTNL_EXPR_PAYLOAD_DREG, NFT_REG_1);
+}
+
+void add_lookup(nftnl_rule* r, const std::string& set, uint32_t set_id) {
+  auto* e = expr(r, "lookup");
+  nftnl_expr_set_u32(e, NFTNL_EXPR_LOOKUP_SREG, NFT_REG_1);
+  nftnl_expr_set_str(e, NFTNL_EXPR_LOOKUP_SET, set.c_str());
+  nftnl_expr_set_u32(e, NFTNL_EXPR_LOOKUP_SET_ID, set_id);
+}
+
+// `ip daddr` in an inet table: first make sure the packet is IPv4 (as nft does).
+void add_daddr_load(nftnl_rule* r, plan::family f) {
+  uint8_t nfproto = f == plan::family::v4 ? NFPROTO_IPV4 : NFPROTO_IPV6;
+  add_meta(r, NFT_META_NFPROTO);
+  add_cmp(r, &nfproto, sizeof nfproto);
+  if (f == plan::family::v4)
+    add_payload(r, NFT_PAYLOAD_NETWORK_HEADER, 16, 4);  // iphdr.daddr
+  else
+    add_payload(r, NFT_PAYLOAD_NETWORK_HEADER, 24, 16);  // ipv6hdr.daddr
+}
+
+void add_fib_local(nftnl_rule* r) {
+  auto* e = expr(r, "fib");
+  nftnl_expr_set_u32(e, NFTNL_EXPR_FIB_FLAGS, NFTA_FIB_F_DADDR);
+  nftnl_expr_set_u32(e, NFTNL_EXPR_FIB_RESULT, NFT_FIB_RESULT_ADDRTYPE);
+  nftnl_expr_set_u32(e, NFTNL_EXPR_FIB_DREG, NFT_REG_1);
+  uint32_t local = RTN_LOCAL;
+  add_cmp(r, &local, sizeof local);
+}
+
+void add_verdict(nftnl_rule* r, int verdict, const char* chain = nullptr) {
+  auto* e = expr(r, "immediate");
+  nftnl_expr_set_u32(e, NFTNL_EXPR_IMM_DREG, NFT_REG_VERDICT);
+  nftnl_expr_set_u32(e, NFTNL_EXPR_IMM_VERDICT, static_cast<uint32_t>(verdict));
+  if (chain) nftnl_expr_set_str(e, NFTNL_EXPR_IMM_CHAIN, chain);
+}
+
+void add_redirect(nftnl_rule* r, uint16_t port) {
+  auto* imm = expr(r, "immediate");
+  uint16_t be = htons(port);
+  nftnl_expr_set_u32(imm, NFTNL_EXPR_IMM_DREG, NFT_REG_1);
+  nftnl_expr_set(imm, NFTNL_EXPR_IMM_DATA, &be, sizeof be);
+  auto* e = expr(r, "redir");
+  nftnl_expr_set_u32(e, NFTNL_EXPR_REDIR_REG_PROTO_MIN, NFT_REG_1);
+  nftnl_expr_set_u32(e, NFTNL_EXPR_REDIR_FLAGS, NF_NAT_RANGE_PROTO_SPECIFIED);
+}
+
+// --- the batch -------------------------------------------------------------------------
+
+// Messages of one transaction, each remembered by sequence number so an error can say
+// which object the kernel refused.
+class batch {
+ public:
+  explicit batch(uint32_t& seq) : seq_(seq) {
+    nftnl_batch_begin(room(), seq_++);
+    commit_untracked();
+  }
+
+  // Starts a message; the caller fills its payload, then calls done().
+  nlmsghdr* start(uint16_t type, uint16_t flags, std::string what) {
+    what_[seq_] = std::move(what);
+    return nftnl_nlmsg_build_hdr(room(), type, NFPROTO_INET, flags | NLM_F_ACK, seq_++);
+  }
+  void done(nlmsghdr* h) { used_ += NLMSG_ALIGN(h->nlmsg_len); }
+
+  std::vector<char>& finish() {
+    nftnl_batch_end(room(), seq_++);
+    commit_untracked();
+    buf_.resize(used_);
+    return buf_;
+  }
+  const std::map<uint32_t, std::string>& what() const { return what_; }
+
+ private:
+  // Every message we build is far below this; libnftnl writes without bounds checks.
+  static constexpr size_t max_message = 128 * 1024;
+  char* room() {
+    buf_.resize(used_ + max_message);
+    return buf_.data() + used_;
+  }
+  void commit_untracked() {
+    used_ += NLMSG_ALIGN(reinterpret_cast<nlmsghdr*>(buf_.data() + used_)->nlmsg_len);
+  }
+  uint32_t& seq_;
+  std::vector<char> buf_;
+  size_t used_ = 0;
+  std::map<uint32_t, std::string> what_;
+};
+
+struct ack_state {
+  const std::map<uint32_t, std::string>* what;
+  size_t acked = 0;
+  int error = 0;
+  uint32_t error_seq = 0;
+};
+
+int on_error_message(const nlmsghdr* h, void* data) {
+  auto* st = static_cast<ack_state*>(data);
+  if (h->nlmsg_len < NLMSG_LENGTH(sizeof(nlmsgerr))) return MNL_CB_OK;
+  auto* err = static_cast<const nlmsgerr*>(mnl_nlmsg_get_payload(h));
+  if (!st->what->contains(h->nlmsg_seq)) return MNL_CB_OK;  // a late answer to an old request
+  ++st->acked;
+  if (err->error != 0 && st->error == 0) {
+    st->error = -err->error;
+    st->error_seq = h->nlmsg_seq;
+  }
+  return MNL_CB_OK;
+}
+
+int ignore_message(const nlmsghdr*, void*) { return MNL_CB_OK; }
+
+std::string table_desc(const std::string& name) { return "table inet " + name; }
+
+}  // namespace
+
+struct netlink::impl {
+  socket_ptr sock;
+  uint32_t portid = 0;
+  uint32_t seq = static_cast<uint32_t>(time(nullptr));
+  std::string table;  // installed table's name; empty when none
+  std::vector<std::string> learned_profiles;
+
+  // Sends the messages and waits for every ACK. The kernel handles a batch inside
+  // sendmsg(), so the answers are queued by the time sendto() returns; the poll timeout
+  // only bounds a kernel that would not answer at all.
+  void talk(std::vector<char>& buf, const std::map<uint32_t, std::string>& what) {
+    int fd = mnl_socket_get_fd(sock.get());
+    int size = static_cast<int>(buf.size()) + 4096;
+    if (size > 200 * 1024) setsockopt(fd, SOL_SOCKET, SO_SNDBUFFORCE, &size, sizeof size);
+    if (mnl_socket_sendto(sock.get(), buf.data(), buf.size()) < 0) fail(errno, "sending the batch");
+    ack_state st{&what};
+    std::vector<char> rx(64 * 1024);
+    mnl_cb_t ctl[NLMSG_MIN_TYPE] = {};
+    ctl[NLMSG_ERROR] = on_error_message;
+    auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(2);
+    while (st.acked < what.size()) {
+      auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+          deadline - std::chrono::steady_clock::now());
+      pollfd p{fd, POLLIN, 0};
+      int n = ::poll(&p, 1, static_cast<int>(std::max<int64_t>(left.count(), 0)));
+      if (n < 0 && errno == EINTR) continue;
+      if (n <= 0) break;
+      auto got = mnl_socket_recvfrom(sock.get(), rx.data(), rx.size());
+      if (got < 0) fail(errno, "reading the kernel's answer");
+      mnl_cb_run2(rx.data(), got, 0, portid, ignore_message, &st, ctl, NLMSG_MIN_TYPE);
+    }
+    if (st.error) fail(st.error, what.at(st.error_seq));
+    if (st.acked < what.size()) fail(ETIMEDOUT, "the kernel did not answer every message");
+  }
+
+  void add_table(batch& b, const std::string& name, bool owner, uint16_t type, uint16_t flags,
+                 const std::string& what) {
+    table_ptr t(check_alloc(nftnl_table_alloc()));
+    nftnl_table_set_u32(t.get(), NFTNL_TABLE_FAMILY, NFPROTO_INET);
+    nftnl_table_set_str(t.get(), NFTNL_TABLE_NAME, name.c_str());
+    if (owner) nftnl_table_set_u32(t.get(), NFTNL_TABLE_FLAGS, NFT_TABLE_F_OWNER);
+    auto* h = b.start(type, flags, what);
+    nftnl_table_nlmsg_build_payload(h, t.get());
+    b.done(h);
+  }
+
+  set_ptr make_set(const std::string& table, const plan::set& s, uint32_t id) {
+    set_ptr p(check_alloc(nftnl_set_alloc()));
+    nftnl_set_set_u32(p.get(), NFTNL_SET_FAMILY, NFPROTO_INET);
+    nftnl_set_set_str(p.get(), NFTNL_SET_TABLE, table.c_str());
+    nftnl_set_set_str(p.get(), NFTNL_SET_NAME, s.name.c_str());
+    nftnl_set_set_u32(p.get(), NFTNL_SET_ID, id);
+    return p;
+  }
+
+  void add_set(batch& b, const std::string& table, const plan::set& s, uint32_t id) {
+    auto p = make_set(table, s, id);
+    bool v4 = s.fam == plan::family::v4;
+    nftnl_set_set_u32(p.get(), NFTNL_SET_KEY_TYPE, v4 ? type_ipv4_addr : type_ipv6_addr);
+    nftnl_set_set_u32(p.get(), NFTNL_SET_KEY_LEN, v4 ? 4 : 16);
+    nftnl_set_set_u32(p.get(), NFTNL_SET_FLAGS,
+                      (s.interval ? NFT_SET_INTERVAL : 0) | (s.timeout ? NFT_SET_TIMEOUT : 0));
+    udata_ptr ud(check_alloc(nftnl_udata_buf_alloc(NFT_USERDATA_MAXLEN)));
+    nftnl_udata_put_u32(ud.get(), NFTNL_UDATA_SET_KEYBYTEORDER, byteorder_big_endian);
+    if (!s.comment.empty() &&
+        !nftnl_udata_put_strz(ud.get(), NFTNL_UDATA_SET_COMMENT, s.comment.c_str()))
+      fail(ENAMETOOLONG, "comment of set " + s.name + " is too long");
+    nftnl_set_set_data(p.get(), NFTNL_SET_USERDATA, nftnl_udata_buf_data(ud.get()),
+                       nftnl_udata_buf_len(ud.get()));
+    auto* h = b.start(NFT_MSG_NEWSET, NLM_F_CREATE | NLM_F_EXCL, "adding set " + s.name);
+    nftnl_set_nlmsg_build_payload(h, p.get());
+    b.done(h);
+
+    // Interval sets hold each range as its start and an end marker at last+1, the way
+    // nft sends them; a range reaching the family's last address needs no end marker.
+    std::vector<std::pair<std::vector<uint8_t>, bool>> elems;  // key, is interval end
+    for (const auto& r : s.elements) {
+      elems.push_back({key_bytes(r.first), false});
+      if (!s.interval) continue;
+      net::u128 max = v4 ? 0xffffffffu : ~net::u128(0);
+      if (net::to_u128(r.last) != max)
+        elems.push_back({key_bytes(net::from_u128(net::to_u128(r.last) + 1, v4)), true});
+    }
+    for (size_t i = 0; i < elems.size(); i += max_elements_per_message) {
+      auto chunk = make_set(table, s, id);
+      for (size_t j = i; j < std::min(elems.size(), i + max_elements_per_message); ++j) {
+        auto* e = check_alloc(nftnl_set_elem_alloc());
+        nftnl_set_elem_set(e, NFTNL_SET_ELEM_KEY, elems[j].first.data(), elems[j].first.size());
+        if (elems[j].second)
+          nftnl_set_elem_set_u32(e, NFTNL_SET_ELEM_FLAGS, NFT_SET_ELEM_INTERVAL_END);
+        nftnl_set_elem_add(chunk.get(), e);
+      }
+      auto* eh = b.start(NFT_MSG_NEWSETELEM, NLM_F_CREATE, "adding elements to set " + s.name);
+      nftnl_set_elems_nlmsg_build_payload(eh, chunk.get());
+      b.done(eh);
+    }
+  }
+
+  void add_chain(batch& b, const std::string& table, const plan::chain& c) {
+    chain_ptr p(check_alloc(nftnl_chain_alloc()));
+    nftnl_chain_set_u32(p.get(), NFTNL_CHAIN_FAMILY, NFPROTO_INET);
+    nftnl_chain_set_str(p.get(), NFTNL_CHAIN_TABLE, table.c_str());
+    nftnl_chain_set_str(p.get(), NFTNL_CHAIN_NAME, c.name.c_str());
+    if (c.where != plan::hook::none) {
+      nftnl_chain_set_str(p.get(), NFTNL_CHAIN_TYPE, "nat");
+      nftnl_chain_set_u32(p.get(), NFTNL_CHAIN_HOOKNUM,
+                          c.where == plan::hook::output ? NF_INET_LOCAL_OUT : NF_INET_PRE_ROUTING);
+      nftnl_chain_set_s32(p.get(), NFTNL_CHAIN_PRIO, c.priority);
+      nftnl_chain_set_u32(p.get(), NFTNL_CHAIN_POLICY, NF_ACCEPT);
+    }
+    auto* h = b.start(NFT_MSG_NEWCHAIN, NLM_F_CREATE | NLM_F_EXCL, "adding chain " + c.name);
+    nftnl_chain_nlmsg_build_payload(h, p.get());
+    b.done(h);
+  }
+
+  void add_rule(batch& b, const std::string& table, const plan::chain& c, const plan::rule& r,
+                const std::map<std::string, uint32_t>& set_ids, size_t index) {
+    rule_ptr p(check_alloc(nftnl_rule_alloc()));
+    nftnl_rule_set_u32(p.get(), NFTNL_RULE_FAMILY, NFPROTO_INET);
+    nftnl_rule_set_str(p.get(), NFTNL_RULE_TABLE, table.c_str());
+    nftnl_rule_set_str(p.get(), NFTNL_RULE_CHAIN, c.name.c_str());
+    auto* rp = p.get();
+    for (const auto& m : r.matches) {
+      if (auto* x = std::get_if<plan::iifname>(&m)) {
+        if (x->name.empty() || x->name.size() >= IFNAMSIZ)
+          fail(EINVAL, "interface name '" + x->name + "' must be 1-15 characters");
+        char name[IFNAMSIZ] = {};
+        x->name.copy(name, IFNAMSIZ - 1);
+        add_meta(rp, NFT_META_IIFNAME);
+        add_cmp(rp, name, IFNAMSIZ);
+      } else if (auto* x = std::get_if<plan::mark>(&m)) {
+        add_meta(rp, NFT_META_MARK);
+        add_cmp(rp, &x->value, sizeof x->value);
+      } else if (auto* x = std::get_if<plan::l4proto>(&m)) {
+        add_meta(rp, NFT_META_L4PROTO);
+        add_cmp(rp, &x->proto, sizeof x->proto);
+      } else if (auto* x = std::get_if<plan::dport>(&m)) {
+        uint16_t be = htons(x->port);
+        add_payload(rp, NFT_PAYLOAD_TRANSPORT_HEADER, 2, 2);  // tcphdr/udphdr.dest
+        add_cmp(rp, &be, sizeof be);
+      } else if (auto* x = std::get_if<plan::daddr>(&m)) {
+        add_daddr_load(rp, x->addr.is_v4() ? plan::family::v4 : plan::family::v6);
+        auto key = key_bytes(x->addr);
+        add_cmp(rp, key.data(), key.size());
+      } else if (auto* x = std::get_if<plan::daddr_in>(&m)) {
+        add_daddr_load(rp, x->fam);
+        add_lookup(rp, x->set, set_ids.at(x->set));
+      } else if (std::holds_alternative<plan::fib_local>(m)) {
+        add_fib_local(rp);
+      }
+    }
+    if (std::holds_alternative<plan::ret>(r.action))
+      add_verdict(rp, NFT_RETURN);
+    else if (auto* j = std::get_if<plan::jump>(&r.action))
+      add_verdict(rp, NFT_JUMP, j->chain.c_str());
+    else
+      add_redirect(rp, std::get<plan::redirect>(r.action).port);
+    udata_ptr ud(check_alloc(nftnl_udata_buf_alloc(NFT_USERDATA_MAXLEN)));
+    if (!r.comment.empty()) {
+      if (!nftnl_udata_put_strz(ud.get(), NFTNL_UDATA_RULE_COMMENT, r.comment.c_str()))
+        fail(ENAMETOOLONG, "comment '" + r.comment + "' is too long");
+      nftnl_rule_set_data(rp, NFTNL_RULE_USERDATA, nftnl_udata_buf_data(ud.get()),
+                          nftnl_udata_buf_len(ud.get()));
+    }
+    auto what = "adding rule " + std::to_string(index + 1) + " of chain " + c.name +
+                (r.comment.empty() ? "" : " (" + r.comment + ")");
+    auto* h = b.start(NFT_MSG_NEWRULE, NLM_F_CREATE | NLM_F_APPEND, std::move(what));
+    nftnl_rule_nlmsg_build_payload(h, rp);
+    b.done(h);
+  }
+};
+
+netlink::netlink() : impl_(std::make_unique<impl>()) {
+  impl_->sock.reset(mnl_socket_open(NETLINK_NETFILTER));
+  if (!impl_->sock) fail(errno, "opening the netlink socket");
+  if (mnl_socket_bind(impl_->sock.get(), 0, MNL_SOCKET_AUTOPID) < 0)
+    fail(errno, "binding the netlink socket");
+  impl_->portid = mnl_socket_get_portid(impl_->sock.get());
+  int one = 1;  // error ACKs without a copy of the refused message
+  setsockopt(mnl_socket_get_fd(impl_->sock.get()), SOL_NETLINK, NETLINK_CAP_ACK, &one, sizeof one);
+
+  // Ask for the ruleset generation: fails with EPERM now, rather than at the first
+  // install, when the process lacks CAP_NET_ADMIN.
+  std::vector<char> buf(MNL_SOCKET_BUFFER_SIZE);
+  std::map<uint32_t, std::string> what{{impl_->seq, "querying nftables (needs CAP_NET_ADMIN)"}};
+  auto* h = nftnl_nlmsg_build_hdr(buf.data(), NFT_MSG_GETGEN, AF_UNSPEC, NLM_F_ACK, impl_->seq++);
+  buf.resize(h->nlmsg_len);
+  impl_->talk(buf, what);
+}
+
+netlink::~netlink() = default;  // closing the socket makes the kernel drop the owned table
+
+void netlink::install(const ruleset& r) {
+  auto t = plan::make(r);
+  auto& i = *impl_;
+  batch b(i.seq);
+  // Create-if-missing then delete makes the delete safe whether or not the table exists;
+  // the new table then replaces it within the same transaction.
+  i.add_table(b, t.name, false, NFT_MSG_NEWTABLE, NLM_F_CREATE,
+              "taking " + table_desc(t.name) + " (another process owns it?)");
+  i.add_table(b, t.name, false, NFT_MSG_DELTABLE, 0, "deleting the old " + table_desc(t.name));
+  i.add_table(b, t.name, true, NFT_MSG_NEWTABLE, NLM_F_CREATE | NLM_F_EXCL,
+              "creating " + table_desc(t.name));
+  if (!i.table.empty() && i.table != t.name)  // renamed: the old table goes in the same batch
+    i.add_table(b, i.table, false, NFT_MSG_DELTABLE, 0, "deleting " + table_desc(i.table));
+  std::map<std::string, uint32_t> set_ids;
+  for (const auto& s : t.sets) {
+    uint32_t id = static_cast<uint32_t>(set_ids.size() + 1);
+    set_ids[s.name] = id;
+    i.add_set(b, t.name, s, id);
+  }
+  for (const auto& c : t.chains) i.add_chain(b, t.name, c);
+  for (const auto& c : t.chains)
+    for (size_t n = 0; n < c.rules.size(); ++n) i.add_rule(b, t.name, c, c.rules[n], set_ids, n);
+  auto what = b.what();
+  i.talk(b.finish(), what);
+  i.table = t.name;
+  i.learned_profiles.clear();
+  for (const auto& p : r.profiles)
+    if (p.learned) i.learned_profiles.push_back(p.name);
+}
+
+void netlink::learn(const std::string& profile, const net::address& a, std::chrono::seconds ttl) {
+  auto& i = *impl_;
+  if (i.table.empty() || std::find(i.learned_profiles.begin(), i.learned_profiles.end(), profile) ==
+                             i.learned_profiles.end())
+    fail(ENOENT, "profile '" + profile + "' has no learned set installed");
+  auto fam = a.is_v4() ? plan::family::v4 : plan::family::v6;
+  plan::set s{plan::learned_set(profile, fam), fam, false, true, {}, {}};
+  auto key = key_bytes(a);
+  uint64_t ms = static_cast<uint64_t>(std::max<int64_t>(ttl.count(), 1)) * 1000;
+  batch b(i.seq);
+  // Add (a no-op if present), delete, add with the new timeout: one transaction that
+  // refreshes an address already learned, on kernels without element timeout updates.
+  for (auto [type, with_timeout] :
+       {std::pair{NFT_MSG_NEWSETELEM, false}, std::pair{NFT_MSG_DELSETELEM, false},
+        std::pair{NFT_MSG_NEWSETELEM, true}}) {
+    auto p = i.make_set(i.table, s, 0);
+    nftnl_set_unset(p.get(), NFTNL_SET_ID);
+    auto* e = check_alloc(nftnl_set_elem_alloc());
+    nftnl_set_elem_set(e, NFTNL_SET_ELEM_KEY, key.data(), key.size());
+    if (with_timeout) nftnl_set_elem_set_u64(e, NFTNL_SET_ELEM_TIMEOUT, ms);
+    nftnl_set_elem_add(p.get(), e);
+    auto* h = b.start(type, type == NFT_MSG_NEWSETELEM ? NLM_F_CREATE : 0,
+                      "adding " + a.to_string() + " to set " + s.name);
+    nftnl_set_elems_nlmsg_build_payload(h, p.get());
+    b.done(h);
+  }
+  auto what = b.what();
+  i.talk(b.finish(), what);
+}
+
+void netlink::remove() {
+  auto& i = *impl_;
+  if (i.table.empty()) return;
+  batch b(i.seq);
+  i.add_table(b, i.table, false, NFT_MSG_DELTABLE, 0, "deleting " + table_desc(i.table));
+  auto what = b.what();
+  i.talk(b.finish(), what);
+  i.table.clear();
+  i.learned_profiles.clear();
+}
+
+}  // namespace tprosshy::nft

@@ -1,0 +1,156 @@
+#include "nft/plan.hpp"
+
+#include <netinet/in.h>
+
+#include <algorithm>
+
+namespace tprosshy::nft::plan {
+
+namespace {
+
+constexpr const char* common_chain = "route";
+
+family fam_of(const net::address& a) { return a.is_v4() ? family::v4 : family::v6; }
+
+std::vector<addr_range> to_ranges(const std::vector<net::prefix>& ps, family f) {
+  std::vector<addr_range> out;
+  for (const auto& p : ps)
+    if (fam_of(p.network) == f) out.push_back({p.first(), p.last()});
+  return out;
+}
+
+std::vector<addr_range> of_family(const std::vector<addr_range>& rs, family f) {
+  std::vector<addr_range> out;
+  for (const auto& r : rs)
+    if (fam_of(r.first) == f) out.push_back(r);
+  return out;
+}
+
+}  // namespace
+
+std::string routed_set(const std::string& profile, family f) {
+  return (f == family::v4 ? "route4_" : "route6_") + profile;
+}
+
+std::string learned_set(const std::string& profile, family f) {
+  return (f == family::v4 ? "learn4_" : "learn6_") + profile;
+}
+
+std::vector<addr_range> normalize(std::vector<addr_range> ranges) {
+  auto key = [](const addr_range& r) { return net::to_u128(r.first); };
+  std::sort(ranges.begin(), ranges.end(),
+            [&](const addr_range& a, const addr_range& b) { return key(a) < key(b); });
+  std::vector<addr_range> out;
+  for (const auto& r : ranges) {
+    if (net::to_u128(r.last) < net::to_u128(r.first)) continue;  // empty: nothing to route
+    // Merge when r starts at or before the address just after the previous range's end.
+    if (!out.empty() && net::to_u128(r.first) - 1 <= net::to_u128(out.back().last) &&
+        net::to_u128(r.first) != 0) {
+      if (net::to_u128(r.last) > net::to_u128(out.back().last)) out.back().last = r.last;
+      continue;
+    }
+    out.push_back(r);
+  }
+  return out;
+}
+
+// nft keeps comments to 128 bytes; a longer one would not survive a round trip.
+void clip_comments(table& t) {
+  constexpr size_t max = 128;
+  for (auto& s : t.sets) s.comment.resize(std::min(s.comment.size(), max));
+  for (auto& c : t.chains)
+    for (auto& r : c.rules) r.comment.resize(std::min(r.comment.size(), max));
+}
+
+table make(const ruleset& r) {
+  table t{r.table.empty() ? "tprosshy" : r.table, {}, {}};
+  chain route{common_chain, hook::none, 0, {}};
+  const family both[] = {family::v4, family::v6};
+  auto add_set = [&](std::string name, family f, bool interval, std::string comment,
+                     std::vector<addr_range> elems) {
+    t.sets.push_back({std::move(name), f, interval, false, std::move(comment),
+                      interval ? normalize(std::move(elems)) : std::move(elems)});
+  };
+
+  // 1. tprosshy's own sockets (DNS upstream, ...) must never come back to it.
+  if (r.mark != 0) route.rules.push_back({{mark{r.mark}}, ret{}, "tprosshy's own sockets"});
+
+  // 2. DNS, before the local-destination return: resolvers are often local (127.0.0.53).
+  if (r.dns_port != 0) {
+    if (r.capture_all_dns) {
+      for (uint8_t proto : {uint8_t(IPPROTO_UDP), uint8_t(IPPROTO_TCP)})
+        route.rules.push_back({{l4proto{proto}, dport{53}}, redirect{r.dns_port}, "dns"});
+    } else {
+      for (auto f : both) {
+        std::vector<net::u128> keys;
+        for (const auto& a : r.resolvers)
+          if (fam_of(a) == f) keys.push_back(net::to_u128(a));
+        std::sort(keys.begin(), keys.end());
+        keys.erase(std::unique(keys.begin(), keys.end()), keys.end());
+        std::vector<addr_range> addrs;
+        for (auto k : keys) addrs.push_back({net::from_u128(k, f == family::v4), {}});
+        for (auto& a : addrs) a.last = a.first;
+        if (addrs.empty()) continue;
+        std::string name = f == family::v4 ? "resolvers4" : "resolvers6";
+        add_set(name, f, false, "captured DNS resolvers", std::move(addrs));
+        for (uint8_t proto : {uint8_t(IPPROTO_UDP), uint8_t(IPPROTO_TCP)})
+          route.rules.push_back(
+              {{daddr_in{f, name}, l4proto{proto}, dport{53}}, redirect{r.dns_port}, "dns"});
+      }
+    }
+  }
+
+  // 3. This machine's own addresses.
+  route.rules.push_back({{fib_local{}}, ret{}, "local destinations"});
+
+  // 4. The ssh servers themselves, or the tunnels would loop into themselves.
+  std::vector<endpoint> seen;
+  for (const auto& e : r.bypass) {
+    if (std::find(seen.begin(), seen.end(), e) != seen.end()) continue;
+    seen.push_back(e);
+    route.rules.push_back({{daddr{e.address}, l4proto{IPPROTO_TCP}, dport{e.port}},
+                           ret{},
+                           e.profile + " ssh server"});
+  }
+
+  // 5. Global excludes.
+  for (auto f : both) {
+    auto ranges = normalize(to_ranges(r.exclude, f));
+    if (ranges.empty()) continue;
+    std::string name = f == family::v4 ? "exclude4" : "exclude6";
+    add_set(name, f, true, "never redirected", std::move(ranges));
+    route.rules.push_back({{daddr_in{f, name}}, ret{}, "exclude"});
+  }
+
+  // 6. Each profile's routed (and learned) destinations go to the TCP listener.
+  for (const auto& p : r.profiles) {
+    for (auto f : both) {
+      auto ranges = normalize(of_family(f == family::v4 ? p.v4 : p.v6, f));
+      if (ranges.empty()) continue;
+      std::string name = routed_set(p.name, f);
+      add_set(name, f, true, p.name, std::move(ranges));
+      route.rules.push_back(
+          {{daddr_in{f, name}, l4proto{IPPROTO_TCP}}, redirect{r.tcp_port}, p.name});
+    }
+    if (!p.learned) continue;
+    for (auto f : both) {
+      std::string name = learned_set(p.name, f);
+      t.sets.push_back({name, f, false, true, p.name + ": learned from DNS answers", {}});
+      route.rules.push_back(
+          {{daddr_in{f, name}, l4proto{IPPROTO_TCP}}, redirect{r.tcp_port}, p.name + " learned"});
+    }
+  }
+
+  t.chains.push_back(std::move(route));
+  if (r.output)
+    t.chains.push_back({"nat_output", hook::output, -100, {{{}, jump{common_chain}, {}}}});
+  if (!r.interfaces.empty()) {
+    chain pre{"nat_prerouting", hook::prerouting, -100, {}};
+    for (const auto& i : r.interfaces) pre.rules.push_back({{iifname{i}}, jump{common_chain}, {}});
+    t.chains.push_back(std::move(pre));
+  }
+  clip_comments(t);
+  return t;
+}
+
+}  // namespace tprosshy::nft::plan

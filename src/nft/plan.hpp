@@ -1,0 +1,87 @@
+#pragma once
+// Internal to src/nft: the ruleset laid out as the sets, chains and rules of one table.
+// render() prints this plan and netlink encodes the very same plan, so the text that
+// `tprosshy check` shows and what the kernel holds cannot drift apart.
+#include <optional>
+#include <string>
+#include <variant>
+#include <vector>
+
+#include "nft/ruleset.hpp"
+
+namespace tprosshy::nft::plan {
+
+enum class family { v4, v6 };
+
+struct set {
+  std::string name;
+  family fam = family::v4;
+  bool interval = false;  // elements are ranges
+  bool timeout = false;   // elements expire (learned addresses)
+  std::string comment;
+  std::vector<addr_range> elements;  // sorted, disjoint, not adjacent
+};
+
+// One match of a rule, in the order nft itself would encode it.
+struct iifname {
+  std::string name;
+};
+struct mark {
+  uint32_t value;
+};
+struct l4proto {
+  uint8_t proto;
+};  // IPPROTO_TCP / IPPROTO_UDP
+struct dport {
+  uint16_t port;
+};  // needs a preceding l4proto
+struct daddr {
+  net::address addr;
+};
+struct daddr_in {
+  family fam;
+  std::string set;
+};
+struct fib_local {};
+using match = std::variant<iifname, mark, l4proto, dport, daddr, daddr_in, fib_local>;
+
+struct ret {};
+struct jump {
+  std::string chain;
+};
+struct redirect {
+  uint16_t port;
+};
+using verdict = std::variant<ret, jump, redirect>;
+
+struct rule {
+  std::vector<match> matches;
+  verdict action;
+  std::string comment;
+};
+
+enum class hook { none, output, prerouting };
+
+struct chain {
+  std::string name;
+  hook where = hook::none;  // none: a regular chain reached by jump
+  int priority = -100;
+  std::vector<rule> rules;
+};
+
+struct table {
+  std::string name;
+  std::vector<set> sets;
+  std::vector<chain> chains;
+};
+
+table make(const ruleset& r);
+
+// Set names by profile (profile names may start with a digit, nft names may not).
+std::string routed_set(const std::string& profile, family f);
+std::string learned_set(const std::string& profile, family f);
+
+// Sorted, overlapping and adjacent ranges merged.
+std::vector<addr_range> normalize(std::vector<addr_range> ranges);
+
+}  // namespace tprosshy::nft::plan

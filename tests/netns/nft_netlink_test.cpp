@@ -1,0 +1,411 @@
+// nft::netlink against the real kernel, inside this binary's own network namespace
+// (tests/netns/main.cpp). /usr/sbin/nft reads back what the kernel holds.
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <gtest/gtest.h>
+#include <linux/capability.h>
+#include <linux/netfilter_ipv4.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <cstring>
+#include <fstream>
+#include <optional>
+#include <regex>
+#include <string>
+
+#include "../unit/nft_samples.hpp"
+#include "nft/netlink.hpp"
+#include "nft/ruleset.hpp"
+
+namespace tprosshy::nft {
+namespace {
+
+// From <linux/netfilter_ipv6/ip6_tables.h>, which clashes with <net/if.h> (via Asio).
+constexpr int IP6T_SO_ORIGINAL_DST = 80;
+
+struct run_result {
+  int status;
+  std::string out;
+};
+
+run_result run(const std::string& cmd) {
+  run_result r{-1, {}};
+  FILE* f = ::popen((cmd + " 2>&1").c_str(), "r");
+  if (!f) return r;
+  char buf[4096];
+  for (size_t n; (n = fread(buf, 1, sizeof buf, f)) > 0;) r.out.append(buf, n);
+  r.status = ::pclose(f);
+  return r;
+}
+
+void sh(const std::string& cmd) {
+  auto r = run(cmd);
+  ASSERT_EQ(r.status, 0) << cmd << ": " << r.out;
+}
+
+std::string raw_listing(const std::string& table) {
+  auto r = run("nft list table inet " + table);
+  return r.status == 0 ? r.out : "<no table " + table + ": " + r.out + ">";
+}
+
+// The table as the kernel holds it, with its name and ownership (which `nft -f` cannot
+// give) taken out so two tables compare.
+std::string listing(const std::string& table) {
+  auto out = std::regex_replace(raw_listing(table),
+                                std::regex("table inet " + table + " \\{( # progname [^\n]*)?"),
+                                "table inet T {");
+  return std::regex_replace(out, std::regex("\tflags owner\n\n"), "");
+}
+
+bool table_exists(const std::string& table) {
+  return run("nft list tables").out.find("table inet " + table + "\n") != std::string::npos;
+}
+
+void install_text(ruleset r, const std::string& table) {
+  r.table = table;
+  std::string path = "/tmp/tprosshy_nft_test_" + std::to_string(::getpid()) + ".nft";
+  std::ofstream(path) << render(r);
+  auto res = run("nft -f " + path);
+  ::unlink(path.c_str());
+  ASSERT_EQ(res.status, 0) << "nft -f rejected render():\n" << res.out << "\n" << render(r);
+}
+
+class nft_netlink : public testing::Test {
+ protected:
+  void SetUp() override { run("nft flush ruleset"); }
+  void TearDown() override { run("nft flush ruleset"); }
+};
+
+TEST_F(nft_netlink, installs_what_render_prints) {
+  netlink nl;
+  for (const auto& [name, r] : samples::all()) {
+    SCOPED_TRACE(name);
+    nl.install(r);
+    install_text(r, "tp_text");
+    auto got = listing("tprosshy");
+    EXPECT_EQ(got, listing("tp_text"));
+    EXPECT_NE(raw_listing("tprosshy").find("\tflags owner\n"), std::string::npos);
+    EXPECT_NE(got.find("redirect to :"), std::string::npos) << got;
+    run("nft delete table inet tp_text");
+  }
+}
+
+TEST_F(nft_netlink, large_sets_span_several_messages) {
+  ruleset r = samples::local_one_profile();
+  // 3000 separate hosts: 6000 interval elements, more than one netlink message holds.
+  for (uint32_t i = 0; i < 3000; ++i) {
+    auto a = net::from_u128(net::to_u128(samples::ip("198.18.0.0")) + 2 * i, true);
+    r.profiles[0].v4.push_back({a, a});
+  }
+  netlink nl;
+  nl.install(r);
+  install_text(r, "tp_text");
+  auto got = listing("tprosshy");
+  EXPECT_EQ(got, listing("tp_text"));
+  EXPECT_NE(got.find("198.18.23.110"), std::string::npos);  // the last one: 198.18.0.0 + 5998
+}
+
+TEST_F(nft_netlink, install_twice_replaces) {
+  netlink nl;
+  nl.install(samples::two_profiles());
+  nl.install(samples::local_one_profile());
+  auto tables = run("nft list tables").out;
+  EXPECT_EQ(tables, "table inet tprosshy\n");
+  install_text(samples::local_one_profile(), "tp_text");
+  EXPECT_EQ(listing("tprosshy"), listing("tp_text"));
+}
+
+TEST_F(nft_netlink, renamed_table_replaces_the_old_one) {
+  netlink nl;
+  nl.install(samples::local_one_profile());
+  auto renamed = samples::local_one_profile();
+  renamed.table = "tprosshy_b";
+  nl.install(renamed);
+  EXPECT_EQ(run("nft list tables").out, "table inet tprosshy_b\n");
+}
+
+TEST_F(nft_netlink, replaces_a_leftover_table_nobody_owns) {
+  install_text(samples::two_profiles(), "tprosshy");
+  netlink nl;
+  nl.install(samples::gateway());
+  install_text(samples::gateway(), "tp_text");
+  EXPECT_EQ(listing("tprosshy"), listing("tp_text"));
+}
+
+TEST_F(nft_netlink, failed_install_changes_nothing) {
+  netlink nl;
+  nl.install(samples::two_profiles());
+  auto before = listing("tprosshy");
+
+  // The kernel refuses set names over 255 bytes: the batch fails midway and is undone.
+  auto bad = samples::local_one_profile();
+  bad.profiles.push_back({std::string(300, 'x'), {samples::cidr("198.18.7.0/24")}, {}, false});
+  try {
+    nl.install(bad);
+    FAIL() << "install of an over-long set name succeeded";
+  } catch (const std::system_error& e) {
+    EXPECT_NE(std::string(e.what()).find("set route4_xxx"), std::string::npos) << e.what();
+  }
+  EXPECT_EQ(listing("tprosshy"), before);
+
+  auto bad_if = samples::gateway();
+  bad_if.interfaces.push_back("a-name-far-too-long");
+  try {
+    nl.install(bad_if);
+    FAIL() << "install with a 19-character interface name succeeded";
+  } catch (const std::system_error& e) {
+    EXPECT_EQ(e.code().value(), EINVAL);
+  }
+  EXPECT_EQ(listing("tprosshy"), before);
+}
+
+TEST_F(nft_netlink, table_lives_as_long_as_the_object) {
+  {
+    netlink nl;
+    nl.install(samples::local_one_profile());
+    ASSERT_TRUE(table_exists("tprosshy"));
+    // Another socket may not take the table over.
+    netlink other;
+    try {
+      other.install(samples::two_profiles());
+      FAIL() << "a second socket replaced an owned table";
+    } catch (const std::system_error& e) {
+      EXPECT_EQ(e.code().value(), EPERM) << e.what();
+    }
+  }
+  EXPECT_FALSE(table_exists("tprosshy")) << run("nft list ruleset").out;
+}
+
+TEST_F(nft_netlink, learn_adds_expiring_elements) {
+  netlink nl;
+  nl.install(samples::two_profiles());
+  nl.learn("corp", samples::ip("198.18.50.1"), std::chrono::seconds(300));
+  nl.learn("corp", samples::ip("fd00:50::1"), std::chrono::seconds(60));
+  auto v4 = run("nft list set inet tprosshy learn4_corp").out;
+  EXPECT_TRUE(std::regex_search(v4, std::regex(R"(198\.18\.50\.1 timeout 5m expires )"))) << v4;
+  auto v6 = run("nft list set inet tprosshy learn6_corp").out;
+  EXPECT_TRUE(std::regex_search(v6, std::regex(R"(fd00:50::1 timeout 1m expires )"))) << v6;
+
+  // Learning again refreshes the timeout rather than failing or duplicating.
+  nl.learn("corp", samples::ip("198.18.50.1"), std::chrono::seconds(7200));
+  v4 = run("nft list set inet tprosshy learn4_corp").out;
+  EXPECT_TRUE(std::regex_search(v4, std::regex(R"(198\.18\.50\.1 timeout 2h expires )"))) << v4;
+
+  EXPECT_THROW(nl.learn("lab-2", samples::ip("198.18.50.2"), std::chrono::seconds(60)),
+               std::system_error);
+}
+
+TEST_F(nft_netlink, remove_deletes_the_table) {
+  netlink nl;
+  nl.remove();  // nothing installed yet: nothing to do
+  nl.install(samples::two_profiles());
+  nl.remove();
+  EXPECT_FALSE(table_exists("tprosshy"));
+  nl.remove();
+  nl.install(samples::local_one_profile());
+  EXPECT_TRUE(table_exists("tprosshy"));
+}
+
+TEST_F(nft_netlink, without_cap_net_admin_throws_eperm) {
+  pid_t pid = ::fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    __user_cap_header_struct hdr{_LINUX_CAPABILITY_VERSION_3, 0};
+    __user_cap_data_struct data[2] = {};
+    if (::syscall(SYS_capset, &hdr, data) != 0) ::_exit(2);
+    try {
+      netlink nl;
+      ::_exit(3);
+    } catch (const std::system_error& e) {
+      ::_exit(e.code().value() == EPERM ? 0 : 4);
+    }
+  }
+  int status = 0;
+  ASSERT_EQ(::waitpid(pid, &status, 0), pid);
+  ASSERT_TRUE(WIFEXITED(status));
+  EXPECT_EQ(WEXITSTATUS(status), 0) << "2: capset failed, 3: no error, 4: not EPERM";
+}
+
+// --- traffic really goes where the rules say -----------------------------------------
+
+struct fd_guard {
+  int fd = -1;
+  explicit fd_guard(int f) : fd(f) {}
+  ~fd_guard() {
+    if (fd >= 0) ::close(fd);
+  }
+};
+
+// A listener on loopback; returns its port.
+uint16_t listen_on(int fd, const char* addr, bool v6) {
+  int one = 1;
+  ::setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+  sockaddr_storage ss{};
+  socklen_t len;
+  if (v6) {
+    auto* a = reinterpret_cast<sockaddr_in6*>(&ss);
+    a->sin6_family = AF_INET6;
+    ::inet_pton(AF_INET6, addr, &a->sin6_addr);
+    len = sizeof *a;
+  } else {
+    auto* a = reinterpret_cast<sockaddr_in*>(&ss);
+    a->sin_family = AF_INET;
+    ::inet_pton(AF_INET, addr, &a->sin_addr);
+    len = sizeof *a;
+  }
+  if (::bind(fd, reinterpret_cast<sockaddr*>(&ss), len) != 0) return 0;
+  if (::listen(fd, 8) != 0) return 0;
+  ::getsockname(fd, reinterpret_cast<sockaddr*>(&ss), &len);
+  return ntohs(v6 ? reinterpret_cast<sockaddr_in6*>(&ss)->sin6_port
+                  : reinterpret_cast<sockaddr_in*>(&ss)->sin_port);
+}
+
+// Connects (non-blocking) and returns the accepted socket if the listener got it in time.
+std::optional<int> connect_and_accept(int listener, const char* addr, uint16_t port, bool v6,
+                                      int wait_ms) {
+  int c = ::socket(v6 ? AF_INET6 : AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
+  fd_guard cg(c);
+  sockaddr_storage ss{};
+  socklen_t len;
+  if (v6) {
+    auto* a = reinterpret_cast<sockaddr_in6*>(&ss);
+    a->sin6_family = AF_INET6;
+    a->sin6_port = htons(port);
+    ::inet_pton(AF_INET6, addr, &a->sin6_addr);
+    len = sizeof *a;
+  } else {
+    auto* a = reinterpret_cast<sockaddr_in*>(&ss);
+    a->sin_family = AF_INET;
+    a->sin_port = htons(port);
+    ::inet_pton(AF_INET, addr, &a->sin_addr);
+    len = sizeof *a;
+  }
+  ::connect(c, reinterpret_cast<sockaddr*>(&ss), len);
+  pollfd p{listener, POLLIN, 0};
+  if (::poll(&p, 1, wait_ms) != 1) return std::nullopt;
+  int a = ::accept(listener, nullptr, nullptr);
+  if (a < 0) return std::nullopt;
+  return a;
+}
+
+std::string original_dst(int fd, bool v6) {
+  sockaddr_storage ss{};
+  socklen_t len = sizeof ss;
+  int rc = v6 ? ::getsockopt(fd, SOL_IPV6, IP6T_SO_ORIGINAL_DST, &ss, &len)
+              : ::getsockopt(fd, SOL_IP, SO_ORIGINAL_DST, &ss, &len);
+  if (rc != 0) return std::string("error ") + std::strerror(errno);
+  char text[INET6_ADDRSTRLEN] = {};
+  if (v6) {
+    auto* a = reinterpret_cast<sockaddr_in6*>(&ss);
+    ::inet_ntop(AF_INET6, &a->sin6_addr, text, sizeof text);
+    return "[" + std::string(text) + "]:" + std::to_string(ntohs(a->sin6_port));
+  }
+  auto* a = reinterpret_cast<sockaddr_in*>(&ss);
+  ::inet_ntop(AF_INET, &a->sin_addr, text, sizeof text);
+  return std::string(text) + ":" + std::to_string(ntohs(a->sin_port));
+}
+
+class nft_redirect : public nft_netlink {
+ protected:
+  void SetUp() override {
+    nft_netlink::SetUp();
+    run("ip link del d0");
+    // A veth pair routes the test ranges: without the redirect nothing would answer.
+    sh("ip link add d0 type veth peer name d1 && ip link set d1 up && ip link set d0 up && "
+       "ip addr add 198.18.1.1/24 dev d0 && "
+       "ip route add 198.18.99.0/24 dev d0 && ip -6 addr add fd00:1::1/64 dev d0 nodad && "
+       "ip -6 route add fd00:99::/64 dev d0");
+  }
+  void TearDown() override {
+    run("ip link del d0");
+    nft_netlink::TearDown();
+  }
+};
+
+TEST_F(nft_redirect, tcp_to_a_routed_range_reaches_the_listener) {
+  for (bool v6 : {false, true}) {
+    SCOPED_TRACE(v6 ? "IPv6" : "IPv4");
+    fd_guard l(::socket(v6 ? AF_INET6 : AF_INET, SOCK_STREAM, 0));
+    uint16_t port = listen_on(l.fd, v6 ? "::1" : "127.0.0.1", v6);
+    ASSERT_NE(port, 0);
+    ruleset r;
+    r.tcp_port = port;
+    r.bypass = {{samples::ip(v6 ? "fd00:99::7" : "198.18.99.7"), 22, "lab"}};
+    r.exclude = {samples::pfx(v6 ? "fd00:99:0:0:8000::/65" : "198.18.99.128/25")};
+    r.profiles.push_back(
+        {"lab", {samples::cidr("198.18.99.0/24")}, {samples::cidr("fd00:99::/64")}, false});
+    netlink nl;
+    nl.install(r);
+
+    auto accepted = connect_and_accept(l.fd, v6 ? "fd00:99::5" : "198.18.99.5", 80, v6, 2000);
+    ASSERT_TRUE(accepted) << "no redirected connection\n" << listing("tprosshy");
+    fd_guard a(*accepted);
+    EXPECT_EQ(original_dst(a.fd, v6), v6 ? "[fd00:99::5]:80" : "198.18.99.5:80");
+
+    // Excluded and bypassed destinations are left alone.
+    EXPECT_FALSE(
+        connect_and_accept(l.fd, v6 ? "fd00:99::8000:0:0:5" : "198.18.99.200", 80, v6, 300));
+    EXPECT_FALSE(connect_and_accept(l.fd, v6 ? "fd00:99::7" : "198.18.99.7", 22, v6, 300));
+    // Other ports of that host still go through.
+    auto other = connect_and_accept(l.fd, v6 ? "fd00:99::7" : "198.18.99.7", 23, v6, 2000);
+    ASSERT_TRUE(other);
+    ::close(*other);
+  }
+}
+
+TEST_F(nft_redirect, learned_address_is_redirected) {
+  fd_guard l(::socket(AF_INET, SOCK_STREAM, 0));
+  uint16_t port = listen_on(l.fd, "127.0.0.1", false);
+  ASSERT_NE(port, 0);
+  ruleset r;
+  r.tcp_port = port;
+  r.profiles.push_back({"lab", {samples::cidr("198.18.100.0/24")}, {}, true});
+  netlink nl;
+  nl.install(r);
+  EXPECT_FALSE(connect_and_accept(l.fd, "198.18.99.9", 443, false, 300));
+  nl.learn("lab", samples::ip("198.18.99.9"), std::chrono::seconds(60));
+  auto a = connect_and_accept(l.fd, "198.18.99.9", 443, false, 2000);
+  ASSERT_TRUE(a);
+  fd_guard g(*a);
+  EXPECT_EQ(original_dst(g.fd, false), "198.18.99.9:443");
+}
+
+TEST_F(nft_redirect, dns_to_a_resolver_reaches_the_dns_port) {
+  fd_guard dns(::socket(AF_INET, SOCK_DGRAM, 0));
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  ::inet_pton(AF_INET, "127.0.0.1", &a.sin_addr);
+  ASSERT_EQ(::bind(dns.fd, reinterpret_cast<sockaddr*>(&a), sizeof a), 0);
+  socklen_t len = sizeof a;
+  ::getsockname(dns.fd, reinterpret_cast<sockaddr*>(&a), &len);
+  ruleset r;
+  r.tcp_port = 1;
+  r.dns_port = ntohs(a.sin_port);
+  r.resolvers = {samples::ip("198.18.99.53")};
+  netlink nl;
+  nl.install(r);
+
+  fd_guard c(::socket(AF_INET, SOCK_DGRAM, 0));
+  sockaddr_in to{};
+  to.sin_family = AF_INET;
+  to.sin_port = htons(53);
+  ::inet_pton(AF_INET, "198.18.99.53", &to.sin_addr);
+  ASSERT_EQ(::sendto(c.fd, "q", 1, 0, reinterpret_cast<sockaddr*>(&to), sizeof to), 1);
+  pollfd p{dns.fd, POLLIN, 0};
+  ASSERT_EQ(::poll(&p, 1, 2000), 1) << "the query was not redirected";
+  char b[8];
+  EXPECT_EQ(::recv(dns.fd, b, sizeof b, 0), 1);
+  // A different resolver is not captured.
+  to.sin_addr.s_addr = htonl(ntohl(to.sin_addr.s_addr) + 1);
+  ASSERT_EQ(::sendto(c.fd, "q", 1, 0, reinterpret_cast<sockaddr*>(&to), sizeof to), 1);
+  EXPECT_EQ(::poll(&p, 1, 300), 0);
+}
+
+}  // namespace
+}  // namespace tprosshy::nft

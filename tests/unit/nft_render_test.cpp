@@ -1,0 +1,104 @@
+// Golden tests: render() of sample rulesets against tests/unit/data/nft/<name>.nft.
+// UPDATE_GOLDEN=1 rewrites the files (review the diff before committing it).
+#include <gtest/gtest.h>
+
+#include <cstdlib>
+#include <fstream>
+#include <sstream>
+
+#include "nft/ruleset.hpp"
+#include "nft_samples.hpp"
+
+namespace tprosshy::nft {
+namespace {
+
+std::string golden_path(const std::string& name) {
+  return std::string(TPROSSHY_SOURCE_DIR) + "/tests/unit/data/nft/" + name + ".nft";
+}
+
+class golden : public testing::TestWithParam<std::string> {};
+
+TEST_P(golden, render_matches_file) {
+  auto samples = samples::all();
+  auto text = render(samples.at(GetParam()));
+  auto path = golden_path(GetParam());
+  if (const char* u = std::getenv("UPDATE_GOLDEN"); u && std::string(u) == "1") {
+    std::ofstream(path) << text;
+    GTEST_SKIP() << "rewrote " << path;
+  }
+  std::ifstream in(path);
+  ASSERT_TRUE(in) << path << " missing; run with UPDATE_GOLDEN=1";
+  std::stringstream want;
+  want << in.rdbuf();
+  EXPECT_EQ(text, want.str());
+}
+
+INSTANTIATE_TEST_SUITE_P(nft, golden,
+                         testing::Values("local_one_profile", "two_profiles", "gateway",
+                                         "everything", "unaligned"));
+
+TEST(render, deterministic) {
+  auto r = samples::two_profiles();
+  EXPECT_EQ(render(r), render(r));
+}
+
+TEST(render, omits_empty_sets_and_their_rules) {
+  auto r = samples::local_one_profile();
+  auto text = render(r);
+  EXPECT_EQ(text.find("route6_corp"), std::string::npos);
+  EXPECT_EQ(text.find("exclude"), std::string::npos);
+  EXPECT_EQ(text.find("nat_prerouting"), std::string::npos);
+  EXPECT_EQ(text.find("meta mark"), std::string::npos);
+  EXPECT_NE(text.find("ip daddr @route4_corp meta l4proto tcp redirect to :12345"),
+            std::string::npos);
+}
+
+TEST(render, rule_order_follows_the_design) {
+  auto text = render(samples::two_profiles());
+  std::vector<std::string> in_order = {"meta mark 0x00007470 return",
+                                       "ip daddr @resolvers4 udp dport 53 redirect to :40053",
+                                       "ip6 daddr @resolvers6 tcp dport 53 redirect to :40053",
+                                       "fib daddr type local return",
+                                       "ip daddr 198.18.1.10 tcp dport 22 return",
+                                       "ip6 daddr fd00:1::10 tcp dport 2222 return",
+                                       "ip daddr @exclude4 return",
+                                       "ip6 daddr @exclude6 return",
+                                       "ip daddr @route4_corp meta l4proto tcp",
+                                       "ip daddr @learn4_corp meta l4proto tcp",
+                                       "ip6 daddr @route6_lab-2 meta l4proto tcp"};
+  size_t at = 0;
+  for (const auto& s : in_order) {
+    auto pos = text.find(s, at);
+    ASSERT_NE(pos, std::string::npos) << "missing or out of order: " << s << "\n" << text;
+    at = pos;
+  }
+}
+
+TEST(render, ranges_merge_and_print_as_prefixes_where_they_can) {
+  auto text = render(samples::unaligned());
+  EXPECT_NE(text.find("10.0.0.1-10.0.0.6"), std::string::npos) << text;
+  EXPECT_NE(text.find("10.0.1.0-10.0.2.255"), std::string::npos) << text;
+  EXPECT_NE(text.find("192.168.0.0/24"), std::string::npos) << text;
+  EXPECT_NE(text.find("255.255.255.0/24"), std::string::npos) << text;
+  EXPECT_NE(text.find("fd00::1-fd00::ff"), std::string::npos) << text;
+}
+
+TEST(render, whole_address_space) {
+  auto text = render(samples::everything());
+  EXPECT_NE(text.find("elements = { 0.0.0.0/0 }"), std::string::npos) << text;
+  EXPECT_NE(text.find("elements = { ::/0 }"), std::string::npos) << text;
+}
+
+TEST(render, duplicate_resolvers_and_bypass_appear_once) {
+  auto r = samples::two_profiles();
+  r.bypass.push_back(r.bypass.front());
+  auto text = render(r);
+  auto first = text.find("127.0.0.53");
+  ASSERT_NE(first, std::string::npos);
+  EXPECT_EQ(text.find("127.0.0.53", first + 1), std::string::npos);
+  auto b = text.find("ip daddr 198.18.1.10 tcp dport 22");
+  EXPECT_EQ(text.find("ip daddr 198.18.1.10 tcp dport 22", b + 1), std::string::npos);
+}
+
+}  // namespace
+}  // namespace tprosshy::nft
