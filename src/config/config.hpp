@@ -59,7 +59,7 @@ struct config {
   run_mode mode = run_mode::local;
   std::vector<std::string> gateway_interfaces;
   std::optional<net::address> listen_address;  // unset: 127.0.0.1 (local mode)
-  uint16_t tcp_port = 0;                        // 0: any free port
+  uint16_t tcp_port = 0;                       // 0: any free port
   uint16_t dns_port = 0;
   std::vector<std::string> dns_upstream{"system"};
   dns_capture capture = dns_capture::resolvers;

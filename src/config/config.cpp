@@ -1,0 +1,354 @@
+#include "config/config.hpp"
+
+#include <algorithm>
+#include <cctype>
+#include <cerrno>
+#include <charconv>
+#include <cstring>
+#include <fstream>
+#include <map>
+#include <sstream>
+#include <system_error>
+
+#include "config/schema.hpp"
+#include "config/tree.hpp"
+
+namespace tprosshy::config {
+
+std::string location::to_string() const {
+  return file + ":" + std::to_string(line) + ":" + std::to_string(column);
+}
+
+error::error(location where, const std::string& message)
+    : std::runtime_error(where.to_string() + ": " + message),
+      where_(std::move(where)),
+      message_(message) {}
+
+std::string endpoint::to_string() const {
+  if (!port) return address.to_string();
+  auto a = address.to_string();
+  return (address.is_v6() ? "[" + a + "]" : a) + ":" + std::to_string(*port);
+}
+
+std::optional<endpoint> parse_endpoint(std::string_view text) {
+  auto parse_port = [](std::string_view t) -> std::optional<uint16_t> {
+    uint16_t port = 0;
+    auto [end, rc] = std::from_chars(t.data(), t.data() + t.size(), port);
+    if (t.empty() || rc != std::errc{} || end != t.data() + t.size() || port == 0)
+      return std::nullopt;
+    return port;
+  };
+  boost::system::error_code ec;
+  if (text.starts_with('[')) {
+    auto close = text.find(']');
+    if (close == std::string_view::npos) return std::nullopt;
+    auto a = boost::asio::ip::make_address_v6(std::string(text.substr(1, close - 1)), ec);
+    if (ec) return std::nullopt;
+    auto rest = text.substr(close + 1);
+    if (rest.empty()) return endpoint{a, std::nullopt};
+    if (!rest.starts_with(':')) return std::nullopt;
+    auto port = parse_port(rest.substr(1));
+    if (!port) return std::nullopt;
+    return endpoint{a, port};
+  }
+  auto a = boost::asio::ip::make_address(std::string(text), ec);
+  if (!ec) return endpoint{a, std::nullopt};
+  auto colon = text.rfind(':');
+  if (colon == std::string_view::npos) return std::nullopt;
+  auto v4 = boost::asio::ip::make_address_v4(std::string(text.substr(0, colon)), ec);
+  if (ec) return std::nullopt;
+  auto port = parse_port(text.substr(colon + 1));
+  if (!port) return std::nullopt;
+  return endpoint{v4, port};
+}
+
+namespace {
+
+namespace fs = std::filesystem;
+using detail::fail;
+using detail::join;
+using detail::kind;
+using detail::node;
+
+std::optional<std::string> read_text(const fs::path& path, int& err) {
+  std::error_code ec;
+  if (fs::is_directory(path, ec)) {
+    err = EISDIR;
+    return std::nullopt;
+  }
+  std::ifstream in(path, std::ios::binary);
+  if (!in) {
+    err = errno ? errno : ENOENT;
+    return std::nullopt;
+  }
+  std::ostringstream out;
+  out << in.rdbuf();
+  if (in.bad()) {
+    err = EIO;
+    return std::nullopt;
+  }
+  return std::move(out).str();
+}
+
+// Maps merge key by key; lists and scalars are replaced, except the top-level exclude.
+void merge(node& base, const node& over, bool top) {
+  for (auto& e : over.entries) {
+    node* mine = base.find(e.key);
+    if (!mine) {
+      base.entries.push_back(e);
+    } else if (mine->type == kind::map && e.value.type == kind::map) {
+      merge(*mine, e.value, false);
+    } else if (top && e.key == "exclude" && mine->type == kind::list &&
+               e.value.type == kind::list) {
+      mine->items.insert(mine->items.end(), e.value.items.begin(), e.value.items.end());
+    } else {
+      for (auto& b : base.entries)
+        if (b.key == e.key) b = e;
+    }
+  }
+}
+
+struct frame {
+  fs::path canonical;
+  std::string display;
+};
+
+struct loader {
+  const detail::schema& schema = detail::schema::builtin();
+  std::vector<frame> stack;
+
+  node load(const fs::path& real, const std::string& display) {
+    int err = 0;
+    auto text = read_text(real, err);
+    if (!text)
+      throw std::system_error(err, std::generic_category(), "cannot read config file " + display);
+    return load_text(*text, real, display);
+  }
+
+  node load_text(const std::string& text, const fs::path& real, const std::string& display) {
+    node doc = detail::parse(text, display);
+    schema.validate(doc, {.check_required = false});
+    std::error_code ec;
+    stack.push_back({fs::weakly_canonical(fs::absolute(real), ec), display});
+
+    node merged;
+    merged.type = kind::map;
+    if (const node* inc = doc.find("include")) {
+      for (std::size_t i = 0; i < inc->items.size(); ++i) {
+        const node& item = inc->items[i];
+        std::string path = join("include", i);
+        fs::path rel(item.text);
+        fs::path sub_real = rel.is_absolute() ? rel : real.parent_path() / rel;
+        std::string sub_display =
+            rel.is_absolute() ? item.text
+                              : (fs::path(display).parent_path() / rel).lexically_normal().string();
+        auto canon = fs::weakly_canonical(fs::absolute(sub_real), ec);
+        for (auto& f : stack) {
+          if (f.canonical != canon) continue;
+          std::string chain;
+          for (auto& g : stack) chain += g.display + " -> ";
+          fail(item.at, path, "include cycle: " + chain + sub_display);
+        }
+        int err = 0;
+        auto sub_text = read_text(sub_real, err);
+        if (!sub_text)
+          fail(item.at, path, "cannot read '" + sub_display + "': " + std::strerror(err));
+        merge(merged, load_text(*sub_text, sub_real, sub_display), true);
+      }
+    }
+    std::erase_if(doc.entries, [](auto& e) { return e.key == "include"; });
+    merge(merged, doc, true);
+    merged.at = doc.at;
+    stack.pop_back();
+    return merged;
+  }
+};
+
+// An item of a profile list, with the path that names it in errors.
+struct item {
+  const node* value;
+  std::string path;
+};
+
+std::vector<item> items_of(const node* map, const std::string& map_path, std::string_view key) {
+  std::vector<item> out;
+  if (!map) return out;
+  if (const node* list = map->find(key))
+    for (std::size_t i = 0; i < list->items.size(); ++i)
+      out.push_back({&list->items[i], join(join(map_path, key), i)});
+  return out;
+}
+
+net::prefix to_prefix(const item& it) {
+  std::string why;
+  auto p = net::parse_prefix(it.value->text, &why);
+  if (!p) fail(it.value->at, it.path, why);
+  return *p;
+}
+
+std::string text_or(const node* map, std::string_view key, std::string fallback) {
+  const node* v = map ? map->find(key) : nullptr;
+  return v ? v->text : fallback;
+}
+
+const node* child(const node* map, std::string_view key) { return map ? map->find(key) : nullptr; }
+
+std::string lower(std::string s) {
+  std::transform(s.begin(), s.end(), s.begin(), [](unsigned char c) { return std::tolower(c); });
+  return s;
+}
+
+struct claim {
+  std::string profile;
+  const node* value;
+};
+
+config build(const node& root, const fs::path& file) {
+  config c;
+  c.file = fs::absolute(file).lexically_normal();
+
+  const node* mode = root.find("mode");
+  if (mode) c.mode = mode->text == "gateway" ? run_mode::gateway : run_mode::local;
+  for (auto& it : items_of(child(&root, "gateway"), "gateway", "interfaces"))
+    c.gateway_interfaces.push_back(it.value->text);
+  if (c.mode == run_mode::gateway && c.gateway_interfaces.empty())
+    fail(mode->at, "mode",
+         "gateway mode needs gateway.interfaces, the LAN-side interfaces whose traffic is "
+         "redirected");
+
+  const node* listen = root.find("listen");
+  if (const node* a = child(listen, "address")) {
+    boost::system::error_code ec;
+    auto addr = boost::asio::ip::make_address(a->text, ec);
+    if (ec) fail(a->at, "listen.address", "'" + a->text + "' is not an IP address");
+    if (c.mode == run_mode::local && !addr.is_loopback())
+      fail(a->at, "listen.address",
+           a->text +
+               " is not a loopback address; in local mode tprosshy never listens beyond "
+               "loopback (set mode: gateway to serve other machines)");
+    c.listen_address = addr;
+  }
+  if (const node* p = child(listen, "tcp_port")) c.tcp_port = static_cast<uint16_t>(p->number);
+  if (const node* p = child(listen, "dns_port")) c.dns_port = static_cast<uint16_t>(p->number);
+
+  const node* dns = root.find("dns");
+  if (child(dns, "upstream")) {
+    c.dns_upstream.clear();
+    for (auto& it : items_of(dns, "dns", "upstream")) {
+      const auto& t = it.value->text;
+      if (t == "system") {
+        c.dns_upstream.push_back(t);
+      } else if (auto e = parse_endpoint(t)) {
+        c.dns_upstream.push_back(e->to_string());
+      } else {
+        fail(it.value->at, it.path,
+             "'" + t +
+                 "' is not \"system\" or an IP address with an optional port (9.9.9.9, "
+                 "9.9.9.9:53, [2620:fe::fe]:53)");
+      }
+    }
+  }
+  if (text_or(dns, "capture", "resolvers") == "all") c.capture = dns_capture::all;
+  if (const node* n = child(dns, "cache_size")) c.cache_size = static_cast<std::size_t>(n->number);
+  if (text_or(&root, "on_start_failure", "exit") == "retry")
+    c.on_start_failure = start_failure::retry;
+  for (auto& it : items_of(&root, "", "exclude")) c.exclude.push_back(to_prefix(it));
+  c.log_level = text_or(child(&root, "log"), "level", "info");
+
+  const node* defaults = root.find("defaults");
+  const node* d_dns = child(defaults, "dns");
+  std::map<std::string, claim> prefixes;  // enabled profiles' subnets
+  auto check_claim = [](std::map<std::string, claim>& claims, const std::string& key,
+                        const item& it, const std::string& profile) {
+    auto [pos, fresh] = claims.try_emplace(key, claim{profile, it.value});
+    if (fresh) return;
+    if (pos->second.value == it.value)
+      fail(it.value->at, it.path,
+           key + " would be routed by every profile ('" + pos->second.profile + "' and '" +
+               profile + "'); move it into one profile");
+    fail(it.value->at, it.path,
+         key + " is already routed by profile '" + pos->second.profile + "' (" +
+             pos->second.value->at.to_string() + "); two profiles cannot claim the same prefix");
+  };
+
+  const node* profiles = root.find("profiles");
+  for (auto& e : profiles->entries) {
+    const node& pn = e.value;
+    std::string path = join("profiles", e.key);
+    profile p;
+    p.name = e.key;
+    p.where = e.key_at;
+    p.host = pn.find("host")->text;
+    for (auto& it : items_of(&pn, path, "ssh_args")) p.ssh_args.push_back(it.value->text);
+    for (auto& it : items_of(defaults, "defaults", "ssh_args"))
+      p.ssh_args.push_back(it.value->text);
+
+    auto subnets = items_of(defaults, "defaults", "subnets");
+    for (auto& it : items_of(&pn, path, "subnets")) subnets.push_back(it);
+    std::vector<const node*> subnet_nodes;
+    for (auto& it : subnets) {
+      auto prefix = to_prefix(it);
+      for (std::size_t i = 0; i < p.subnets.size(); ++i)
+        if (p.subnets[i] == prefix)
+          fail(it.value->at, it.path,
+               prefix.to_string() + " is listed twice (first at " +
+                   subnet_nodes[i]->at.to_string() + ")");
+      p.subnets.push_back(prefix);
+      subnet_nodes.push_back(it.value);
+    }
+    for (auto& it : items_of(defaults, "defaults", "exclude")) p.exclude.push_back(to_prefix(it));
+    for (auto& it : items_of(&pn, path, "exclude")) p.exclude.push_back(to_prefix(it));
+
+    const node* p_dns = pn.find("dns");
+    auto dom_items = items_of(d_dns, "defaults.dns", "domains");
+    for (auto& it : items_of(p_dns, join(path, "dns"), "domains")) dom_items.push_back(it);
+    for (auto& it : dom_items) {
+      std::string name = lower(it.value->text);
+      if (name.size() > 1 && name.ends_with('.')) name.pop_back();
+      if (std::find(p.dns.domains.begin(), p.dns.domains.end(), name) == p.dns.domains.end())
+        p.dns.domains.push_back(name);
+    }
+    const node* ns = child(p_dns, "nameserver");
+    std::string ns_path = join(path, "dns.nameserver");
+    if (!ns && (ns = child(d_dns, "nameserver"))) ns_path = "defaults.dns.nameserver";
+    if (ns && ns->text != "auto") {
+      auto e = parse_endpoint(ns->text);
+      if (!e)
+        fail(ns->at, ns_path,
+             "'" + ns->text +
+                 "' is not \"auto\" or an IP address with an optional port "
+                 "(10.0.0.53, 10.0.0.53:5353, [fd00::53]:53)");
+      p.dns.nameserver = e->to_string();
+    }
+    const node* learn = child(p_dns, "learn_routes");
+    if (!learn) learn = child(d_dns, "learn_routes");
+    if (learn) p.dns.learn_routes = learn->boolean;
+    const node* enabled = pn.find("enabled");
+    if (!enabled) enabled = child(defaults, "enabled");
+    if (enabled) p.enabled = enabled->boolean;
+
+    if (p.enabled) {
+      for (std::size_t i = 0; i < subnets.size(); ++i)
+        check_claim(prefixes, p.subnets[i].to_string(), subnets[i], p.name);
+    }
+    c.profiles.push_back(std::move(p));
+  }
+  if (std::none_of(c.profiles.begin(), c.profiles.end(), [](auto& p) { return p.enabled; })) {
+    const location* at = nullptr;
+    for (auto& e : root.entries)
+      if (e.key == "profiles") at = &e.key_at;
+    fail(*at, "profiles", "no profile is enabled; set enabled: true on at least one");
+  }
+  return c;
+}
+
+}  // namespace
+
+config load(const fs::path& file) {
+  loader l;
+  node root = l.load(file, file.string());
+  l.schema.validate(root);
+  return build(root, file);
+}
+
+}  // namespace tprosshy::config

@@ -1,0 +1,275 @@
+#include "config/schema.hpp"
+
+#include <mutex>
+#include <regex>
+#include <set>
+#include <stdexcept>
+#include <unordered_map>
+
+#include "schema_text.hpp"
+
+namespace tprosshy::config::detail {
+
+namespace {
+
+const std::set<std::string> annotations = {
+    "$schema", "$id",      "$comment", "title",      "description",
+    "default", "examples", "x-hint",   "deprecated", "markdownDescription"};
+const std::set<std::string> assertions = {
+    "type",          "enum",        "properties",    "additionalProperties",
+    "propertyNames", "required",    "minProperties", "items",
+    "minItems",      "uniqueItems", "pattern",       "minLength",
+    "maxLength",     "minimum",     "maximum",       "$ref",
+    "$defs"};
+
+std::string type_name(const std::string& t) {
+  if (t == "object") return "a map";
+  if (t == "array") return "a list";
+  if (t == "string") return "a string";
+  if (t == "integer") return "an integer";
+  if (t == "number") return "a number";
+  if (t == "boolean") return "true or false";
+  if (t == "null") return "nothing";
+  return t;
+}
+
+bool has_type(const node& v, const std::string& t) {
+  switch (v.type) {
+    case kind::null:
+      return t == "null";
+    case kind::boolean:
+      return t == "boolean";
+    case kind::integer:
+      return t == "integer" || t == "number";
+    case kind::number:
+      return t == "number";
+    case kind::string:
+      return t == "string";
+    case kind::list:
+      return t == "array";
+    case kind::map:
+      return t == "object";
+  }
+  return false;
+}
+
+bool same_scalar(const node& a, const node& b) {
+  if (!a.is_scalar() || !b.is_scalar()) return false;
+  bool a_num = a.type == kind::integer || a.type == kind::number;
+  bool b_num = b.type == kind::integer || b.type == kind::number;
+  if (a_num || b_num) return a_num && b_num && a.number == b.number;
+  if (a.type != b.type) return false;
+  if (a.type == kind::boolean) return a.boolean == b.boolean;
+  return a.text == b.text;
+}
+
+std::string show(const node& v) {
+  return v.type == kind::string ? "'" + v.text + "'" : v.is_scalar() ? v.text : describe(v);
+}
+
+const std::regex& compiled(const std::string& pattern) {
+  static std::mutex lock;
+  static std::unordered_map<std::string, std::regex> cache;  // nodes are stable
+  std::lock_guard guard(lock);
+  auto it = cache.find(pattern);
+  if (it == cache.end()) it = cache.emplace(pattern, std::regex(pattern)).first;
+  return it->second;
+}
+
+}  // namespace
+
+schema::schema(node document) : doc_(std::move(document)) { check_keywords(doc_, "#"); }
+
+const schema& schema::builtin() {
+  static const schema s(parse(generated::schema_text, "tprosshy.schema.json",
+                              parse_options{.expand = false, .env = {}}));
+  return s;
+}
+
+// Walks every subschema so a keyword this validator does not implement fails loudly.
+void schema::check_keywords(const node& s, const std::string& where) const {
+  if (s.type == kind::boolean) return;
+  if (s.type != kind::map) throw std::logic_error("schema " + where + " is not an object");
+  for (auto& e : s.entries) {
+    if (!annotations.contains(e.key) && !assertions.contains(e.key))
+      throw std::logic_error("schema " + where + " uses unsupported keyword '" + e.key + "'");
+    if (e.key == "properties" || e.key == "$defs") {
+      for (auto& p : e.value.entries) check_keywords(p.value, where + "/" + e.key + "/" + p.key);
+    } else if (e.key == "items" || e.key == "propertyNames" ||
+               (e.key == "additionalProperties" && e.value.type == kind::map)) {
+      check_keywords(e.value, where + "/" + e.key);
+    } else if (e.key == "$ref") {
+      at(e.value.text);  // must resolve
+    } else if (e.key == "pattern") {
+      compiled(e.value.text);
+    }
+  }
+}
+
+const node& schema::at(const std::string& pointer) const {
+  if (!pointer.starts_with("#")) throw std::logic_error("only local $ref is supported: " + pointer);
+  const node* cur = &doc_;
+  std::size_t pos = 1;
+  while (pos < pointer.size()) {
+    auto next = pointer.find('/', pos + 1);
+    auto part =
+        pointer.substr(pos + 1, next == std::string::npos ? std::string::npos : next - pos - 1);
+    cur = cur->find(part);
+    if (!cur) throw std::logic_error("schema pointer " + pointer + " does not resolve");
+    pos = next == std::string::npos ? pointer.size() : next;
+  }
+  return resolve(*cur);
+}
+
+const node& schema::resolve(const node& s) const {
+  const node* ref = s.find("$ref");
+  // A $ref with only annotations beside it is the referenced schema.
+  if (ref && s.entries.size() == 1) return at(ref->text);
+  return s;
+}
+
+void schema::validate(const node& value, const options& opts) const {
+  check(doc_, value, "", nullptr, opts);
+}
+
+void schema::validate_at(const std::string& pointer, const node& value, const std::string& path,
+                         const options& opts) const {
+  check(at(pointer), value, path, nullptr, opts);
+}
+
+void schema::check(const node& s, const node& v, const std::string& path, const location* key_at,
+                   const options& opts) const {
+  if (s.type == kind::boolean) {
+    if (!s.boolean) fail(v.at, path, "not allowed here");
+    return;
+  }
+  if (auto* ref = s.find("$ref")) check(at(ref->text), v, path, key_at, opts);
+
+  if (auto* t = s.find("type")) {
+    std::vector<std::string> types;
+    if (t->type == kind::list)
+      for (auto& i : t->items) types.push_back(i.text);
+    else
+      types.push_back(t->text);
+    bool ok = false;
+    for (auto& name : types) ok = ok || has_type(v, name);
+    if (!ok) {
+      std::string want;
+      for (std::size_t i = 0; i < types.size(); ++i)
+        want += (i ? " or " : "") + type_name(types[i]);
+      std::string msg = "expected " + want + ", got " + describe(v);
+      if (types.size() == 1 && types[0] == "string" && v.is_scalar() && v.type != kind::null)
+        msg += " (quote it to make it a string)";
+      static const std::set<std::string> yaml11 = {"yes", "no", "on", "off", "y", "n"};
+      if (types.size() == 1 && types[0] == "boolean" && v.type == kind::string &&
+          yaml11.contains(v.text))
+        msg += " (write true or false)";
+      fail(v.at, path, msg);
+    }
+  }
+
+  if (auto* e = s.find("enum")) {
+    bool ok = false;
+    std::vector<std::string> names;
+    for (auto& option : e->items) {
+      ok = ok || same_scalar(option, v);
+      names.push_back(option.text);
+    }
+    if (!ok) {
+      std::string list;
+      for (std::size_t i = 0; i < names.size(); ++i) list += (i ? ", " : "") + names[i];
+      std::string msg = show(v) + " is not one of " + list;
+      if (v.type == kind::string)
+        if (auto near = closest(v.text, names)) msg += " (did you mean '" + *near + "'?)";
+      fail(v.at, path, msg);
+    }
+  }
+
+  if (v.type == kind::string) {
+    if (auto* min = s.find("minLength"); min && v.text.size() < min->number)
+      fail(v.at, path,
+           min->number == 1 ? "must not be empty"
+                            : "must be at least " + min->text + " characters long");
+    if (auto* max = s.find("maxLength"); max && v.text.size() > max->number)
+      fail(v.at, path, show(v) + " is longer than " + max->text + " characters");
+    if (auto* p = s.find("pattern"); p && !std::regex_search(v.text, compiled(p->text))) {
+      auto* hint = s.find("x-hint");
+      fail(v.at, path, show(v) + " " + (hint ? hint->text : "does not match " + p->text));
+    }
+  }
+
+  if (v.type == kind::integer || v.type == kind::number) {
+    auto* min = s.find("minimum");
+    auto* max = s.find("maximum");
+    bool low = min && v.number < min->number;
+    bool high = max && v.number > max->number;
+    if ((low || high) && min && max)
+      fail(v.at, path, v.text + " is out of range (" + min->text + "-" + max->text + ")");
+    if (low) fail(v.at, path, v.text + " is less than the minimum " + min->text);
+    if (high) fail(v.at, path, v.text + " is greater than the maximum " + max->text);
+  }
+
+  if (v.type == kind::list) {
+    if (auto* min = s.find("minItems"); min && v.items.size() < min->number)
+      fail(v.at, path,
+           min->number == 1 ? "must list at least one item"
+                            : "must list at least " + min->text + " items");
+    if (auto* items = s.find("items"))
+      for (std::size_t i = 0; i < v.items.size(); ++i)
+        check(*items, v.items[i], join(path, i), nullptr, opts);
+    if (auto* u = s.find("uniqueItems"); u && u->boolean)
+      for (std::size_t i = 0; i < v.items.size(); ++i)
+        for (std::size_t j = 0; j < i; ++j)
+          if (same_scalar(v.items[i], v.items[j]))
+            fail(
+                v.items[i].at, join(path, i),
+                show(v.items[i]) + " is listed twice (first at " + v.items[j].at.to_string() + ")");
+  }
+
+  if (v.type == kind::map) {
+    const node* props = s.find("properties");
+    const node* extra = s.find("additionalProperties");
+    const node* names = s.find("propertyNames");
+    for (auto& e : v.entries) {
+      std::string p = join(path, e.key);
+      if (names) {
+        node key;
+        key.type = kind::string;
+        key.text = e.key;
+        key.at = e.key_at;
+        check(*names, key, p, nullptr, opts);
+      }
+      if (const node* sub = props ? props->find(e.key) : nullptr) {
+        check(*sub, e.value, p, &e.key_at, opts);
+      } else if (extra && extra->type == kind::boolean && !extra->boolean) {
+        std::vector<std::string> known;
+        if (props)
+          for (auto& k : props->entries) known.push_back(k.key);
+        std::string msg = "unknown key '" + e.key + "'";
+        if (auto near = closest(e.key, known)) {
+          msg += " (did you mean '" + *near + "'?)";
+        } else if (props) {
+          // A key one level too high, such as a profile's learn_routes outside dns.
+          for (auto& k : props->entries)
+            if (auto* inner = resolve(k.value).find("properties"); inner && inner->find(e.key)) {
+              msg += " (did you mean '" + k.key + "." + e.key + "'?)";
+              break;
+            }
+        }
+        fail(e.key_at, p, msg);
+      } else if (extra) {
+        check(*extra, e.value, p, &e.key_at, opts);
+      }
+    }
+    if (opts.check_required)
+      if (auto* req = s.find("required"))
+        for (auto& r : req->items)
+          if (!v.find(r.text))
+            fail(key_at ? *key_at : v.at, join(path, r.text), "required key is missing");
+    if (auto* min = s.find("minProperties"); min && v.entries.size() < min->number)
+      fail(key_at ? *key_at : v.at, path,
+           min->number == 1 ? "must not be empty" : "must have at least " + min->text + " keys");
+  }
+}
+
+}  // namespace tprosshy::config::detail

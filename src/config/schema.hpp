@@ -1,0 +1,46 @@
+#pragma once
+// Internal to config/: validates a config tree against schemas/tprosshy.schema.json.
+// Supports the JSON Schema (2020-12) keywords the schema uses; an unsupported keyword in
+// the schema is a programming error (std::logic_error), so nothing is silently ignored.
+#include <string>
+#include <vector>
+
+#include "config/tree.hpp"
+
+namespace tprosshy::config::detail {
+
+class schema {
+ public:
+  explicit schema(node document);
+
+  // The schema compiled into the binary.
+  static const schema& builtin();
+
+  struct options {
+    // Off for an included file on its own: it may be partial, so `required` waits for the
+    // merged result.
+    bool check_required = true;
+  };
+
+  // Throws config::error for the first violation in document order.
+  void validate(const node& value, const options& opts) const;
+  void validate(const node& value) const { validate(value, options{}); }
+
+  // The subschema at a JSON pointer such as "#/properties/include" ($ref-resolved).
+  const node& at(const std::string& pointer) const;
+  // Validates `value` against the subschema at `pointer`, naming it `path` in errors.
+  void validate_at(const std::string& pointer, const node& value, const std::string& path,
+                   const options& opts) const;
+
+  const node& document() const { return doc_; }
+
+ private:
+  void check(const node& s, const node& v, const std::string& path, const location* key_at,
+             const options& opts) const;
+  const node& resolve(const node& s) const;
+  void check_keywords(const node& s, const std::string& where) const;
+
+  node doc_;
+};
+
+}  // namespace tprosshy::config::detail

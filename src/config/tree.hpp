@@ -1,0 +1,71 @@
+#pragma once
+// Internal to config/: a YAML document as a plain tree whose every node remembers the file,
+// line and column it came from, so errors survive includes and merging.
+#include <cstdint>
+#include <functional>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "config/config.hpp"
+
+namespace tprosshy::config::detail {
+
+enum class kind { null, boolean, integer, number, string, list, map };
+
+struct entry;
+
+struct node {
+  kind type = kind::null;
+  std::string text;  // scalars: the text after expansion
+  bool boolean = false;
+  double number = 0;  // integer and number
+  std::vector<node> items;
+  std::vector<entry> entries;  // in document order
+  location at;
+
+  bool is_scalar() const { return type != kind::list && type != kind::map; }
+  const node* find(std::string_view key) const;
+  node* find(std::string_view key);
+};
+
+struct entry {
+  std::string key;
+  location key_at;
+  node value;
+};
+
+// Looks up environment variables; tests inject their own.
+using env_lookup = std::function<std::optional<std::string>(const std::string&)>;
+env_lookup process_env();
+
+struct parse_options {
+  bool expand = true;  // ${VAR} and a leading ~ in scalar values (not in keys)
+  env_lookup env;      // defaults to process_env()
+};
+
+// Parses one YAML document. An empty document is an empty map at file:1:1. Throws
+// config::error for syntax errors, duplicate keys, non-scalar keys and unset variables.
+node parse(const std::string& text, const std::string& file, const parse_options& options = {});
+
+// Expands ${VAR} and a leading ~ / ~/ ; `path` names the key in errors.
+std::string expand(const std::string& text, const location& at, const std::string& path,
+                   const env_lookup& env);
+
+// "a map", "a list", "string 'x'", ...: the node as an error message names it.
+std::string describe(const node& n);
+
+// Levenshtein distance, for did-you-mean suggestions.
+std::size_t edit_distance(std::string_view a, std::string_view b);
+// The closest candidate within distance 2, if any.
+std::optional<std::string> closest(std::string_view word, const std::vector<std::string>& options);
+
+// Throws config::error "path: message" at `at` (just "message" when path is empty).
+[[noreturn]] void fail(const location& at, const std::string& path, const std::string& message);
+
+// "profiles" + "corp" -> "profiles.corp"; "subnets" + 1 -> "subnets[1]".
+std::string join(const std::string& path, std::string_view key);
+std::string join(const std::string& path, std::size_t index);
+
+}  // namespace tprosshy::config::detail

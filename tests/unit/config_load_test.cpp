@@ -1,0 +1,348 @@
+// Good configs load into the values they say: the whole contract, includes with override,
+// defaults merge order, ${VAR} and ~ expansion, IPv6, default values, positions.
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <set>
+#include <system_error>
+
+#include "config/config.hpp"
+#include "config/schema.hpp"
+#include "config/tree.hpp"
+
+namespace {
+
+namespace fs = std::filesystem;
+using namespace tprosshy;
+using config::load;
+using testing::ElementsAre;
+
+const fs::path source_dir = TPROSSHY_SOURCE_DIR;
+const fs::path good_dir = source_dir / "tests/unit/data/config/good";
+
+net::prefix P(const char* text) { return *net::parse_prefix(text); }
+
+class load_test : public testing::Test {
+ protected:
+  void SetUp() override {
+    old_ = fs::current_path();
+    setenv("HOME", "/home/tester", 1);
+    setenv("TPROSSHY_TEST_HOST", "bastion.example.com", 1);
+    setenv("TPROSSHY_TEST_PORT", "2222", 1);
+    setenv("TPROSSHY_TEST_DIR", "inc", 1);
+    tmp_ = fs::temp_directory_path() / ("tprosshy-config-test-" + std::to_string(getpid()));
+    fs::create_directories(tmp_);
+  }
+  void TearDown() override {
+    fs::current_path(old_);
+    fs::remove_all(tmp_);
+  }
+  fs::path write(const std::string& name, const std::string& text) {
+    auto p = tmp_ / name;
+    fs::create_directories(p.parent_path());
+    std::ofstream(p) << text;
+    return p;
+  }
+  std::string error_of(const fs::path& file) {
+    try {
+      load(file);
+    } catch (const config::error& e) {
+      return e.what();
+    }
+    return "";
+  }
+
+  fs::path old_, tmp_;
+};
+
+TEST_F(load_test, full_contract) {
+  auto c = load(good_dir / "full.yaml");
+  EXPECT_EQ(c.file, good_dir / "full.yaml");
+  EXPECT_EQ(c.mode, config::run_mode::local);
+  EXPECT_THAT(c.gateway_interfaces, ElementsAre("eth1"));
+  EXPECT_EQ(c.listen_address, boost::asio::ip::make_address("127.0.0.2"));
+  EXPECT_EQ(c.tcp_port, 12300);
+  EXPECT_EQ(c.dns_port, 12353);
+  EXPECT_THAT(c.dns_upstream, ElementsAre("system", "9.9.9.9", "149.112.112.112:5353",
+                                          "[2620:fe::fe]:53", "2620:fe::9"));
+  EXPECT_EQ(c.capture, config::dns_capture::all);
+  EXPECT_EQ(c.cache_size, 0u);
+  EXPECT_EQ(c.on_start_failure, config::start_failure::retry);
+  EXPECT_THAT(c.exclude, ElementsAre(P("192.168.0.0/16"), P("fd00:99::/32")));
+  EXPECT_EQ(c.log_level, "debug");
+  ASSERT_EQ(c.profiles.size(), 3u);
+
+  auto& corp = c.profiles[0];
+  EXPECT_EQ(corp.name, "corp");
+  EXPECT_EQ(corp.host, "user@corp-bastion");
+  // The profile's own ssh_args first: ssh keeps the first value of an option.
+  EXPECT_THAT(corp.ssh_args,
+              ElementsAre("-i", "/home/tester/.ssh/corp", "-F", "/home/tester/.ssh/config"));
+  EXPECT_THAT(corp.subnets, ElementsAre(P("10.20.0.0/16"), P("fd00:20::/48")));
+  EXPECT_THAT(corp.exclude, ElementsAre(P("10.20.99.0/24"), P("10.20.5.0/24")));
+  EXPECT_THAT(corp.dns.domains,
+              ElementsAre("shared.example", "corp.example.com", "corp.example.org"));
+  EXPECT_EQ(corp.dns.nameserver, "auto");  // its own beats defaults' 10.0.0.53
+  EXPECT_TRUE(corp.dns.learn_routes);      // its own beats defaults' false
+  EXPECT_TRUE(corp.enabled);
+  EXPECT_EQ(corp.where.to_string(), (good_dir / "full.yaml").string() + ":27:3");
+
+  auto& lab = c.profiles[1];
+  EXPECT_EQ(lab.name, "lab");
+  EXPECT_EQ(lab.host, "ssh://root@lab.example:2222");
+  EXPECT_THAT(lab.ssh_args, ElementsAre("-F", "/home/tester/.ssh/config"));
+  EXPECT_THAT(lab.subnets, ElementsAre(P("198.19.0.0/24"), P("198.19.1.7/32")));
+  EXPECT_THAT(lab.exclude, ElementsAre(P("10.20.99.0/24")));
+  EXPECT_THAT(lab.dns.domains, ElementsAre("shared.example", "."));
+  EXPECT_EQ(lab.dns.nameserver, "[fd00:1::53]:5353");
+  EXPECT_FALSE(lab.dns.learn_routes);  // from defaults
+
+  EXPECT_EQ(c.profiles[2].name, "old");
+  EXPECT_FALSE(c.profiles[2].enabled);
+}
+
+TEST_F(load_test, defaults_when_keys_are_absent) {
+  auto c = load(good_dir / "minimal.yaml");
+  config::config d;
+  EXPECT_EQ(c.mode, d.mode);
+  EXPECT_TRUE(c.gateway_interfaces.empty());
+  EXPECT_FALSE(c.listen_address);
+  EXPECT_EQ(c.tcp_port, 0);
+  EXPECT_EQ(c.dns_port, 0);
+  EXPECT_THAT(c.dns_upstream, ElementsAre("system"));
+  EXPECT_EQ(c.capture, config::dns_capture::resolvers);
+  EXPECT_EQ(c.cache_size, 10000u);
+  EXPECT_EQ(c.on_start_failure, config::start_failure::exit);
+  EXPECT_TRUE(c.exclude.empty());
+  EXPECT_EQ(c.log_level, "info");
+  ASSERT_EQ(c.profiles.size(), 1u);
+  auto& p = c.profiles[0];
+  EXPECT_EQ(p.host, "bastion");
+  EXPECT_TRUE(p.ssh_args.empty() && p.subnets.empty() && p.exclude.empty());
+  EXPECT_TRUE(p.dns.domains.empty());
+  EXPECT_EQ(p.dns.nameserver, "auto");
+  EXPECT_TRUE(p.dns.learn_routes);
+  EXPECT_TRUE(p.enabled);
+}
+
+TEST_F(load_test, includes_merge_first_and_the_includer_wins_key_by_key) {
+  fs::current_path(good_dir);
+  auto c = load("include_override.yaml");
+  EXPECT_EQ(c.tcp_port, 2000);     // overridden
+  EXPECT_EQ(c.dns_port, 1053);     // kept from inc/team.yaml
+  EXPECT_EQ(c.cache_size, 50u);    // from inc/nested.yaml, included by inc/team.yaml
+  EXPECT_EQ(c.log_level, "warn");  // from inc/team.yaml
+  EXPECT_THAT(c.exclude, ElementsAre(P("172.16.0.0/12"), P("192.168.0.0/16")));  // concatenated
+  ASSERT_EQ(c.profiles.size(), 4u);  // includes first, in declaration order
+  EXPECT_EQ(c.profiles[0].name, "nested");
+  EXPECT_EQ(c.profiles[1].name, "corp");
+  EXPECT_EQ(c.profiles[2].name, "lab");
+  EXPECT_EQ(c.profiles[3].name, "mine");
+  EXPECT_EQ(c.profiles[1].host, "corp-bastion");
+  EXPECT_FALSE(c.profiles[1].enabled);  // `corp: {enabled: false}` over the team's corp
+  EXPECT_EQ(c.profiles[1].where.to_string(), "inc/team.yaml:10:3");
+  auto& lab = c.profiles[2];
+  EXPECT_EQ(lab.dns.nameserver, "198.18.2.53");  // nested map merged key by key
+  EXPECT_THAT(lab.dns.domains, ElementsAre("lab.example"));
+  EXPECT_FALSE(lab.dns.learn_routes);
+  EXPECT_THAT(lab.subnets, ElementsAre(P("198.18.2.0/24")));
+  EXPECT_EQ(c.file, good_dir / "include_override.yaml");
+}
+
+TEST_F(load_test, expands_variables_and_home) {
+  fs::current_path(good_dir);
+  auto c = load("expansion.yaml");
+  EXPECT_EQ(c.tcp_port, 2222);  // a plain scalar's type is decided after expansion
+  ASSERT_EQ(c.profiles.size(), 2u);
+  EXPECT_EQ(c.profiles[0].name, "nested");  // include path came from ${TPROSSHY_TEST_DIR}
+  auto& p = c.profiles[1];
+  EXPECT_EQ(p.host, "bastion.example.com");
+  EXPECT_THAT(p.ssh_args, ElementsAre("-i", "/home/tester/.ssh/corp", "-F", "/home/tester",
+                                      "-oUser=bastion.example.comx", "a~/b"));
+}
+
+TEST_F(load_test, variables_come_from_the_environment_at_load_time) {
+  auto f = write("env.yaml", "profiles:\n  a:\n    host: ${TPROSSHY_TEST_HOST}\n");
+  setenv("TPROSSHY_TEST_HOST", "other", 1);
+  EXPECT_EQ(load(f).profiles[0].host, "other");
+  unsetenv("TPROSSHY_TEST_HOST");
+  EXPECT_EQ(error_of(f), f.string() +
+                             ":3:11: profiles.a.host: environment variable TPROSSHY_TEST_HOST is "
+                             "not set (used in '${TPROSSHY_TEST_HOST}')");
+  unsetenv("HOME");
+  auto g = write("home.yaml", "profiles:\n  a:\n    host: h\n    ssh_args: [~/x]\n");
+  EXPECT_EQ(error_of(g), g.string() +
+                             ":4:16: profiles.a.ssh_args[0]: '~/x' starts with ~ but "
+                             "HOME is not set");
+}
+
+TEST_F(load_test, ipv6_everywhere) {
+  auto c = load(good_dir / "ipv6.yaml");
+  EXPECT_EQ(c.listen_address, boost::asio::ip::make_address("::1"));
+  EXPECT_THAT(c.exclude, ElementsAre(P("fd00:20:5::/64")));
+  auto& p = c.profiles.at(0);
+  EXPECT_THAT(p.subnets, ElementsAre(P("fd00:20::/48"), P("fd00:30::1/128"), P("2001:db8::/32")));
+  EXPECT_EQ(p.subnets[1].length, 128u);
+  EXPECT_EQ(p.dns.nameserver, "fd00:20::53");
+  auto& bare = c.profiles.at(1);
+  EXPECT_THAT(bare.subnets, ElementsAre(P("fd00:40::/48")));
+  EXPECT_THAT(bare.exclude, ElementsAre(P("fd00:40:1::/64")));
+}
+
+TEST_F(load_test, gateway_mode_may_listen_on_the_lan) {
+  auto c = load(good_dir / "gateway.yaml");
+  EXPECT_EQ(c.mode, config::run_mode::gateway);
+  EXPECT_THAT(c.gateway_interfaces, ElementsAre("eth1", "br-lan"));
+  EXPECT_EQ(c.listen_address, boost::asio::ip::make_address("198.18.10.1"));
+  EXPECT_THAT(c.profiles.at(0).subnets, ElementsAre(P("0.0.0.0/0"), P("::/0")));
+}
+
+TEST_F(load_test, a_disabled_profile_claims_nothing) {
+  auto c = load(good_dir / "disabled_duplicate.yaml");
+  EXPECT_TRUE(c.profiles.at(0).enabled);
+  EXPECT_FALSE(c.profiles.at(1).enabled);
+  // Enabling it makes the same file an error that names both places.
+  auto f = write("dup.yaml",
+                 "profiles:\n  corp:\n    host: a\n    subnets: [10.20.0.0/16]\n"
+                 "  lab:\n    host: b\n    subnets: [10.20.0.0/16]\n");
+  EXPECT_EQ(error_of(f), f.string() +
+                             ":7:15: profiles.lab.subnets[0]: 10.20.0.0/16 is already "
+                             "routed by profile 'corp' (" +
+                             f.string() + ":4:15); two profiles cannot claim the same prefix");
+}
+
+TEST_F(load_test, missing_or_unreadable_file_is_a_system_error) {
+  try {
+    load(tmp_ / "nope.yaml");
+    FAIL() << "no exception";
+  } catch (const std::system_error& e) {
+    EXPECT_EQ(e.code(), std::errc::no_such_file_or_directory);
+  }
+  try {
+    load(tmp_);
+    FAIL() << "no exception";
+  } catch (const std::system_error& e) {
+    EXPECT_EQ(e.code(), std::errc::is_a_directory);
+  }
+}
+
+TEST_F(load_test, error_carries_its_location_and_message) {
+  auto f = write("e.yaml", "profiles:\n  a:\n    host: h\n    enabled: 1\n");
+  try {
+    load(f);
+    FAIL() << "no exception";
+  } catch (const config::error& e) {
+    EXPECT_EQ(e.where().file, f.string());
+    EXPECT_EQ(e.where().line, 4);
+    EXPECT_EQ(e.where().column, 14);
+    EXPECT_EQ(e.message(), "profiles.a.enabled: expected true or false, got integer 1");
+  }
+}
+
+TEST_F(load_test, an_absolute_include_is_named_as_written) {
+  auto team = write("abs/team.yaml", "profiles:\n  t:\n    hots: x\n");
+  auto f = write("main.yaml", "include: [" + team.string() + "]\nprofiles:\n  a: {host: h}\n");
+  EXPECT_EQ(error_of(f), team.string() +
+                             ":3:5: profiles.t.hots: unknown key 'hots' (did you "
+                             "mean 'host'?)");
+}
+
+TEST_F(load_test, include_relative_to_the_including_file_not_the_cwd) {
+  write("sub/dir/team.yaml", "profiles:\n  t: {host: team, subnets: [10.9.0.0/16]}\n");
+  write("sub/main.yaml", "include: [dir/team.yaml]\nprofiles:\n  a: {host: h}\n");
+  fs::current_path(tmp_);
+  auto c = load("sub/main.yaml");
+  ASSERT_EQ(c.profiles.size(), 2u);
+  EXPECT_EQ(c.profiles[0].where.file, "sub/dir/team.yaml");
+  // A file included twice (diamond, not a cycle) is fine.
+  write("sub/x.yaml", "include: [dir/team.yaml]\n");
+  write("sub/main2.yaml", "include: [dir/team.yaml, x.yaml]\nprofiles:\n  a: {host: h}\n");
+  EXPECT_EQ(load("sub/main2.yaml").profiles.size(), 2u);
+}
+
+TEST_F(load_test, empty_file_names_the_missing_profiles) {
+  auto f = write("empty.yaml", "");
+  EXPECT_EQ(error_of(f), f.string() + ":1:1: profiles: required key is missing");
+}
+
+TEST_F(load_test, listen_and_nameserver_forms) {
+  auto f = write("l.yaml",
+                 "listen: {address: 127.0.0.53}\nprofiles:\n  a:\n    host: h\n"
+                 "    dns: {nameserver: '[::1]'}\n");
+  auto c = load(f);
+  EXPECT_EQ(c.listen_address, boost::asio::ip::make_address("127.0.0.53"));
+  EXPECT_EQ(c.profiles[0].dns.nameserver, "::1");
+}
+
+TEST(endpoint, parses_the_documented_forms) {
+  auto e = config::parse_endpoint("10.0.0.53");
+  ASSERT_TRUE(e);
+  EXPECT_FALSE(e->port);
+  EXPECT_EQ(e->to_string(), "10.0.0.53");
+  e = config::parse_endpoint("10.0.0.53:5353");
+  ASSERT_TRUE(e);
+  EXPECT_EQ(e->port, 5353);
+  e = config::parse_endpoint("[fd00::53]:53");
+  ASSERT_TRUE(e);
+  EXPECT_TRUE(e->address.is_v6());
+  EXPECT_EQ(e->to_string(), "[fd00::53]:53");
+  EXPECT_EQ(config::parse_endpoint("fd00::53")->to_string(), "fd00::53");
+  for (auto bad : {"", "auto", "10.0.0.53:", "10.0.0.53:0", "10.0.0.53:65536", "[10.0.0.1]:53",
+                   "[fd00::53", "[fd00::53]53", "fd00::53:x", "host:53", "10.0.0:53"})
+    EXPECT_FALSE(config::parse_endpoint(bad)) << bad;
+}
+
+TEST(schema, rejects_keywords_it_does_not_implement) {
+  auto doc = config::detail::parse(R"({"type": "object", "oneOf": []})", "s.json",
+                                   {.expand = false, .env = {}});
+  EXPECT_THROW(config::detail::schema{doc}, std::logic_error);
+  EXPECT_NO_THROW(config::detail::schema::builtin());
+}
+
+TEST(schema, suggests_close_keys_only) {
+  EXPECT_EQ(config::detail::closest("subnet", {"host", "subnets", "exclude"}), "subnets");
+  EXPECT_EQ(config::detail::closest("zzzzzz", {"host", "subnets"}), std::nullopt);
+  EXPECT_EQ(config::detail::edit_distance("listn", "listen"), 1u);
+}
+
+// The example is documentation: it must load, and it must show every key of the schema.
+TEST_F(load_test, example_loads_and_uses_every_key) {
+  auto c = load(source_dir / "config/example.yaml");
+  ASSERT_GE(c.profiles.size(), 2u);
+  EXPECT_EQ(c.profiles[0].name, "team-lab");  // from example-team.yaml
+  EXPECT_EQ(c.profiles[1].host, "corp-bastion.example.com");
+  EXPECT_THAT(c.profiles[1].ssh_args,
+              ElementsAre("-i", "/home/tester/.ssh/corp", "-o",
+                          "UserKnownHostsFile=/home/tester/.ssh/known_hosts_corp", "-F",
+                          "/home/tester/.ssh/config", "-o", "ConnectTimeout=10"));
+
+  using config::detail::node;
+  std::set<std::string> used;
+  auto collect = [&](auto& self, const node& n) -> void {
+    for (auto& e : n.entries) {
+      used.insert(e.key);
+      self(self, e.value);
+    }
+    for (auto& i : n.items) self(self, i);
+  };
+  for (auto name : {"config/example.yaml", "config/example-team.yaml"}) {
+    std::ifstream in(source_dir / name);
+    std::string text((std::istreambuf_iterator<char>(in)), {});
+    collect(collect, config::detail::parse(text, name));
+  }
+  std::set<std::string> defined;
+  auto walk = [&](auto& self, const node& s) -> void {
+    for (auto& e : s.entries) {
+      if (e.key == "properties")
+        for (auto& p : e.value.entries) defined.insert(p.key);
+      if (e.value.type == config::detail::kind::map) self(self, e.value);
+    }
+  };
+  walk(walk, config::detail::schema::builtin().document());
+  for (auto& key : defined) EXPECT_TRUE(used.contains(key)) << "example.yaml does not show " << key;
+}
+
+}  // namespace
