@@ -1,0 +1,228 @@
+#include "proxy/server.hpp"
+
+#include <spdlog/spdlog.h>
+
+#include <array>
+#include <atomic>
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/dispatch.hpp>
+#include <boost/asio/experimental/awaitable_operators.hpp>
+#include <boost/asio/ip/v6_only.hpp>
+#include <boost/asio/read.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/strand.hpp>
+#include <boost/asio/this_coro.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/asio/write.hpp>
+#include <csignal>
+#include <exception>
+
+#include "proxy/original_dst.hpp"
+#include "proxy/relay.hpp"
+#include "proxy/socks5.hpp"
+
+namespace tprosshy::proxy {
+
+namespace asio = boost::asio;
+using asio::as_tuple;
+using asio::use_awaitable;
+using boost::system::error_code;
+
+namespace {
+
+std::string str(const tcp::endpoint& e) {
+  const auto a = e.address();
+  return a.is_v6() ? fmt::format("[{}]:{}", a.to_string(), e.port())
+                   : fmt::format("{}:{}", a.to_string(), e.port());
+}
+
+std::shared_ptr<spdlog::logger> logger() {
+  auto l = spdlog::get("proxy");
+  return l ? l : spdlog::default_logger();
+}
+
+// Connects to the SOCKS server and asks it for `dst`. Empty on success, else why not.
+// Reads exactly the reply, so no relayed byte is consumed here.
+asio::awaitable<std::string> socks_connect(tcp::socket& up, const tcp::endpoint& socks,
+                                           const tcp::endpoint& dst) {
+  auto [ec] = co_await up.async_connect(socks, as_tuple(use_awaitable));
+  if (ec) co_return fmt::format("cannot reach SOCKS server {}: {}", str(socks), ec.message());
+  up.set_option(tcp::no_delay(true), ec);
+  const auto request = socks5::encode_connect(dst);
+  auto [wec, written] =
+      co_await asio::async_write(up, asio::buffer(request), as_tuple(use_awaitable));
+  if (wec) co_return fmt::format("SOCKS request failed: {}", wec.message());
+
+  std::array<std::uint8_t, socks5::max_answer> buf;
+  std::size_t have = 0;
+  auto answer = socks5::parse_answer({buf.data(), have});
+  while (answer.state == socks5::status::incomplete) {
+    auto [rec, n] = co_await asio::async_read(
+        up, asio::buffer(buf.data() + have, answer.size - have), as_tuple(use_awaitable));
+    have += n;
+    answer = socks5::parse_answer({buf.data(), have});
+    if (rec && answer.state == socks5::status::incomplete) {
+      co_return rec == asio::error::eof
+          ? fmt::format("SOCKS server closed the connection after {} answer bytes", have)
+          : fmt::format("SOCKS reply failed: {}", rec.message());
+    }
+  }
+  switch (answer.state) {
+    case socks5::status::ok:
+      co_return std::string();
+    case socks5::status::refused:
+      co_return fmt::format("SOCKS reply {} ({})", answer.code, socks5::describe(answer.code));
+    default:
+      co_return fmt::format("SOCKS protocol error: {}", answer.error);
+  }
+}
+
+asio::awaitable<void> sleep_for(std::chrono::milliseconds d) {
+  asio::steady_timer t(co_await asio::this_coro::executor, d);
+  co_await t.async_wait(use_awaitable);
+}
+
+}  // namespace
+
+struct server::impl : std::enable_shared_from_this<impl> {
+  asio::any_io_executor ex;
+  router route;
+  std::vector<tcp::acceptor> acceptors;
+  std::vector<tcp::endpoint> endpoints;
+  std::atomic<std::size_t> flows{0};
+  std::atomic<std::chrono::milliseconds> socks_timeout{std::chrono::seconds(30)};
+  std::shared_ptr<spdlog::logger> log = logger();
+
+  struct flow_guard {
+    std::atomic<std::size_t>& n;
+    explicit flow_guard(std::atomic<std::size_t>& c) : n(c) { ++n; }
+    ~flow_guard() { --n; }
+  };
+
+  asio::awaitable<void> accept_loop(tcp::acceptor& acc) {
+    auto self = shared_from_this();
+    const auto where = str(acc.local_endpoint());
+    for (;;) {
+      // Each flow gets a strand, so it stays sequential however many threads run `ex`.
+      auto [ec, client] = co_await acc.async_accept(asio::make_strand(ex), as_tuple(use_awaitable));
+      if (ec == asio::error::operation_aborted || !acc.is_open()) co_return;
+      if (ec) {
+        // Out of fds or memory: back off instead of spinning on a full accept queue.
+        log->warn("accept on {}: {}", where, ec.message());
+        if (ec != asio::error::connection_aborted)
+          co_await sleep_for(std::chrono::milliseconds(100));
+        continue;
+      }
+      auto fex = client.get_executor();
+      asio::co_spawn(fex, flow(self, std::move(client)), [self](std::exception_ptr e) {
+        if (!e) return;
+        try {
+          std::rethrow_exception(e);
+        } catch (const std::exception& x) {
+          self->log->error("flow ended by exception: {}", x.what());
+        }
+      });
+    }
+  }
+
+  static asio::awaitable<void> flow(std::shared_ptr<impl> self, tcp::socket client) {
+    using namespace asio::experimental::awaitable_operators;
+    flow_guard guard(self->flows);
+    auto& log = *self->log;
+    error_code ec;
+    const auto peer = client.remote_endpoint(ec);
+    const auto local = client.local_endpoint(ec);
+    const auto original = original_dst(client, ec);
+    // Only redirected flows are relayed: anything else connected to the listener itself.
+    if (!original || *original == local) {
+      log.info("refusing {}: not a redirected flow ({})", str(peer),
+               original ? "addressed to the listener" : ec.message());
+      reset(client);
+      co_return;
+    }
+    std::optional<proxy::route> r;
+    try {
+      r = self->route(*original);
+    } catch (const std::exception& e) {
+      log.error("router failed for {}: {}", str(*original), e.what());
+    }
+    if (!r) {
+      log.debug("{} -> {}: no route or tunnel down, reset", str(peer), str(*original));
+      reset(client);
+      co_return;
+    }
+    client.set_option(tcp::no_delay(true), ec);
+
+    tcp::socket up(client.get_executor());
+    auto outcome =
+        co_await (socks_connect(up, r->socks, *original) || sleep_for(self->socks_timeout.load()));
+    std::string why = outcome.index() == 0 ? std::get<0>(outcome) : "SOCKS setup timed out";
+    if (!why.empty()) {
+      log.info("{}: {} -> {}: {}, reset", r->profile, str(peer), str(*original), why);
+      reset(client);
+      reset(up);
+      co_return;
+    }
+    log.debug("{}: {} -> {} relaying", r->profile, str(peer), str(*original));
+    const auto res = co_await relay(client, up);
+    if (res.error)
+      log.debug("{}: {} -> {} reset after {}/{} bytes: {}", r->profile, str(peer), str(*original),
+                res.a_to_b, res.b_to_a, res.error.message());
+    else
+      log.debug("{}: {} -> {} closed after {}/{} bytes", r->profile, str(peer), str(*original),
+                res.a_to_b, res.b_to_a);
+  }
+};
+
+server::server(asio::any_io_executor ex, const std::vector<tcp::endpoint>& listen, router r)
+    : impl_(std::make_shared<impl>()) {
+  // splice(2) into a socket the peer has reset raises SIGPIPE (it cannot pass MSG_NOSIGNAL);
+  // a relay must survive that.
+  std::signal(SIGPIPE, SIG_IGN);
+  impl_->ex = ex;
+  impl_->route = std::move(r);
+  std::uint16_t port = 0;
+  for (auto ep : listen) {
+    tcp::acceptor acc(ex);
+    acc.open(ep.protocol());
+    acc.set_option(tcp::acceptor::reuse_address(true));
+    if (ep.address().is_v6()) acc.set_option(asio::ip::v6_only(true));
+    if (ep.port() == 0) ep.port(port);
+    acc.bind(ep);
+    acc.listen(asio::socket_base::max_listen_connections);
+    if (port == 0) port = acc.local_endpoint().port();
+    impl_->endpoints.push_back(acc.local_endpoint());
+    impl_->acceptors.push_back(std::move(acc));
+  }
+}
+
+server::~server() { stop(); }
+
+std::vector<tcp::endpoint> server::local_endpoints() const { return impl_->endpoints; }
+
+uint16_t server::port() const {
+  return impl_->endpoints.empty() ? 0 : impl_->endpoints.front().port();
+}
+
+void server::start() {
+  for (auto& acc : impl_->acceptors)
+    asio::co_spawn(impl_->ex, impl_->accept_loop(acc), asio::detached);
+}
+
+void server::stop() {
+  // Acceptors belong to the executor's thread; closing them there cancels the accepts.
+  asio::dispatch(impl_->ex, [self = impl_] {
+    for (auto& acc : self->acceptors) {
+      error_code ignored;
+      acc.close(ignored);
+    }
+  });
+}
+
+std::size_t server::active_flows() const { return impl_->flows.load(); }
+
+void server::set_socks_timeout(std::chrono::milliseconds t) { impl_->socks_timeout = t; }
+
+}  // namespace tprosshy::proxy
