@@ -220,8 +220,17 @@ class runner {
       wake_.cancel();
     });
 
-    server_.emplace(ex, listen_endpoints(cfg_), [this](const auto& dst) { return route(dst); });
-    server_->start();
+    std::string listen_error;
+    try {
+      server_.emplace(ex, listen_endpoints(cfg_), [this](const auto& dst) { return route(dst); });
+      server_->start();
+    } catch (const boost::system::system_error& e) {
+      listen_error = e.code().message();
+    }
+    if (!listen_error.empty()) {
+      spdlog::error("cannot listen on TCP port {}: {}", cfg_.tcp_port, listen_error);
+      co_return co_await shutdown(ex_oserr);
+    }
     tunnels_.resize(cfg_.profiles.size());
     first_.assign(cfg_.profiles.size(), false);
     std::vector<nft::endpoint> bypass;
@@ -263,12 +272,16 @@ class runner {
     }
     if (failed) co_return co_await shutdown(failed);
     std::size_t up = 0, enabled = 0;
+    std::string down;
     for (std::size_t id = 0; id < cfg_.profiles.size(); ++id) {
       if (!cfg_.profiles[id].enabled) continue;
       ++enabled;
-      if (tunnels_[id] && tunnels_[id]->up()) ++up;
+      if (tunnels_[id] && tunnels_[id]->up())
+        ++up;
+      else
+        down += (down.empty() ? "; retrying " : ", ") + cfg_.profiles[id].name;
     }
-    spdlog::info("ready: {}/{} profiles up, TCP on port {}", up, enabled, server_->port());
+    spdlog::info("ready: {}/{} profiles up, TCP on port {}{}", up, enabled, server_->port(), down);
     while (!signalled) {
       wake_.expires_at(asio::steady_timer::time_point::max());
       co_await wake_.async_wait(asio::as_tuple(use_awaitable));
@@ -304,7 +317,7 @@ class runner {
       spdlog::info("[{}] tunnel up (SOCKS on {})", name, tunnels_[id]->socks().port());
     } else if (s == tunnel::state::down) {
       reason_[id] = why.empty() ? "ssh exited" : why;
-      if (first_[id]) spdlog::warn("[{}] tunnel down: {}", name, reason_[id]);
+      spdlog::warn("[{}] tunnel down: {}", name, reason_[id]);
     }
     if ((s == tunnel::state::up || s == tunnel::state::down) && !first_[id]) {
       first_[id] = true;

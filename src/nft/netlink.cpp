@@ -392,7 +392,7 @@ struct netlink::impl {
 };
 
 netlink::netlink() : impl_(std::make_unique<impl>()) {
-  impl_->sock.reset(mnl_socket_open(NETLINK_NETFILTER));
+  impl_->sock.reset(mnl_socket_open2(NETLINK_NETFILTER, SOCK_CLOEXEC));
   if (!impl_->sock) fail(errno, "opening the netlink socket");
   if (mnl_socket_bind(impl_->sock.get(), 0, MNL_SOCKET_AUTOPID) < 0)
     fail(errno, "binding the netlink socket");

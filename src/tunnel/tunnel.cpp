@@ -58,6 +58,7 @@ struct tunnel::impl {
 
   void note(std::string line) {
     while (!line.empty() && (line.back() == '\r' || line.back() == '\n')) line.pop_back();
+    if (line.starts_with("ssh: ")) line.erase(0, 5);
     if (line.empty()) return;
     spdlog::warn("[{}] ssh: {}", opt.profile, line);
     last_error = std::move(line);

@@ -1,0 +1,437 @@
+"""The namespace lab (tests/lab/lab) and a tprosshy runner for integration tests.
+
+Standard library only. Typical use:
+
+    with Lab() as lab:                       # skips (unittest.SkipTest) unless root
+        t = lab.tprosshy('''
+    profiles:
+      net1: {host: srv1, ssh_args: ["-F", "@SSH_CONFIG@"], subnets: ["@T1_NET4@"]}
+    ''')
+        t.wait_ready()
+        who = parse_who(lab.http_get("client", lab["T1_IP4"]))
+        assert who["peer"] == lab["SRV1_NET_IP4"]
+        assert t.stop() == 0
+
+Every key of the lab's env file (see tests/lab/lab, write_env) is `lab[KEY]`, and
+`@KEY@` in config text is replaced by its value. Roles: client srv1 srv2 t1 t2 lan.
+"""
+
+import atexit
+import hashlib
+import os
+import re
+import signal
+import subprocess
+import time
+import unittest
+from pathlib import Path
+
+SOURCE_DIR = Path(os.environ.get("TPROSSHY_SOURCE_DIR", Path(__file__).resolve().parents[2]))
+LAB_SCRIPT = SOURCE_DIR / "tests" / "lab" / "lab"
+CLIENT_PY = SOURCE_DIR / "tests" / "lab" / "client.py"
+ROLES = ("client", "srv1", "srv2", "t1", "t2", "lan")
+
+
+class LabError(Exception):
+    pass
+
+
+def tprosshy_bin():
+    return os.environ.get("TPROSSHY_BIN", str(SOURCE_DIR / "build" / "tprosshy"))
+
+
+def wait_until(pred, timeout, interval=0.05, what="condition"):
+    """Polls pred() until it returns something truthy (returned) or timeout (TimeoutError)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = pred()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            raise TimeoutError(f"{what}: not met within {timeout}s")
+        time.sleep(interval)
+
+
+# The target server's deterministic stream (tests/lab/target.py: stream_block).
+_SEED = b"tprosshy-lab"
+_BLOCK_SIZE = 1 << 20
+_block = None
+
+
+def stream_bytes(n):
+    """The first n bytes that GET /bytes/N answers with."""
+    global _block
+    if _block is None:
+        _block = b"".join(hashlib.sha256(_SEED + i.to_bytes(8, "big")).digest()
+                          for i in range(_BLOCK_SIZE // 32))
+    whole, rest = divmod(n, _BLOCK_SIZE)
+    return _block * whole + _block[:rest]
+
+
+def stream_sha256(n):
+    h = hashlib.sha256()
+    stream_bytes(min(n, 1))  # builds the block
+    whole, rest = divmod(n, _BLOCK_SIZE)
+    for _ in range(whole):
+        h.update(_block)
+    h.update(_block[:rest])
+    return h.hexdigest()
+
+
+def _split_addr(s):
+    host, _, port = s.rpartition(":")
+    return host.strip("[]"), int(port)
+
+
+def parse_who(body):
+    """b'name=t1 peer=198.19.1.1:40000 local=198.19.1.10:80\\n' -> dict with name, peer,
+    peer_port, local, local_port (IPv6 addresses without brackets)."""
+    if isinstance(body, bytes):
+        body = body.decode()
+    fields = dict(kv.split("=", 1) for kv in body.split())
+    out = {"name": fields["name"]}
+    for key in ("peer", "local"):
+        if key in fields:
+            out[key], out[key + "_port"] = _split_addr(fields[key])
+    return out
+
+
+def parse_http(raw):
+    """Raw HTTP/1.0 response -> (status, body)."""
+    head, sep, body = raw.partition(b"\r\n\r\n")
+    if not sep:
+        raise LabError(f"malformed HTTP response: {raw[:200]!r}")
+    return int(head.split(b" ", 2)[1]), body
+
+
+class Lab:
+    """One lab: `with Lab() as lab:` or lab.up() ... lab.down(). Names must be unique among
+    labs running at once; the default derives from the pid (parallel ctest runs)."""
+
+    def __init__(self, name=None):
+        self.name = name or "p" + _base36(os.getpid())
+        self.env = {}
+        self._procs = []
+        self._runners = []
+        self._files = 0
+        self._is_up = False
+
+    # -- life cycle
+    def __enter__(self):
+        self.up()
+        return self
+
+    def __exit__(self, *exc):
+        self.down()
+        return False
+
+    def up(self):
+        if os.geteuid() != 0:
+            raise unittest.SkipTest("the lab needs root")
+        if not LAB_SCRIPT.is_file():
+            raise LabError(f"{LAB_SCRIPT} missing")
+        atexit.register(self.down)
+        self._is_up = True
+        r = subprocess.run(["bash", str(LAB_SCRIPT), "up", self.name], stdin=subprocess.DEVNULL,
+                           capture_output=True, text=True, timeout=90)
+        if r.returncode != 0:
+            raise LabError(f"lab up {self.name} failed ({r.returncode}):\n{r.stderr}")
+        self.state = Path(r.stdout.strip().splitlines()[-1])
+        self.env = read_env(self.state / "env")
+        return self
+
+    def down(self):
+        """Stops every runner and process this object started, then tears down the lab.
+        Safe to call twice."""
+        for t in self._runners:
+            t.kill()
+        for p in self._procs:
+            _kill_popen(p)
+        self._runners.clear()
+        self._procs.clear()
+        if not self._is_up:
+            return
+        self._is_up = False
+        r = subprocess.run(["bash", str(LAB_SCRIPT), "down", self.name], stdin=subprocess.DEVNULL,
+                           capture_output=True, text=True, timeout=60)
+        if r.returncode != 0:
+            raise LabError(f"lab down {self.name} failed: {r.stderr}")
+
+    # -- addresses
+    def __getitem__(self, key):
+        return self.env[key]
+
+    def ns(self, role):
+        if role not in ROLES:
+            raise ValueError(f"unknown role {role!r}")
+        return self.env[f"NS_{role.upper()}"]
+
+    @property
+    def ssh_config(self):
+        return self.env["SSH_CONFIG"]
+
+    def subst(self, text):
+        """Replaces @KEY@ with the lab's value of KEY (unknown keys are an error)."""
+        def one(m):
+            if m.group(1) not in self.env:
+                raise KeyError(f"unknown lab key @{m.group(1)}@")
+            return self.env[m.group(1)]
+        return re.sub(r"@([A-Z][A-Z0-9_]*)@", one, text)
+
+    def write_file(self, name, text):
+        path = self.state / name
+        path.write_text(text)
+        return path
+
+    # -- running things in a namespace
+    def argv(self, role, argv):
+        return ["ip", "netns", "exec", self.ns(role), *map(str, argv)]
+
+    def exec(self, role, argv, timeout=30, check=False, text=True, **kw):
+        """subprocess.run in ROLE's namespace; output captured (text) unless told otherwise."""
+        if "input" not in kw:
+            kw.setdefault("stdin", subprocess.DEVNULL)
+        if "stdout" not in kw and "stderr" not in kw:
+            kw.setdefault("capture_output", True)
+        return subprocess.run(self.argv(role, argv), timeout=timeout, check=check, text=text,
+                              **kw)
+
+    def popen(self, role, argv, **kw):
+        """subprocess.Popen in ROLE's namespace, in its own session; killed by down()."""
+        kw.setdefault("stdin", subprocess.DEVNULL)
+        kw.setdefault("start_new_session", True)
+        p = subprocess.Popen(self.argv(role, argv), **kw)
+        self._procs.append(p)
+        return p
+
+    # -- probes
+    def http(self, role, host, path="/who", port=80, method="GET", body=None, timeout=5,
+             socks=None):
+        """One HTTP/1.0 request from ROLE's namespace -> (status, body bytes). Raises LabError
+        when the connection fails. socks="127.0.0.1:1080" goes through a SOCKS5 proxy."""
+        argv = ["python3", CLIENT_PY, "http", host, port, method, path, "--timeout", timeout]
+        if socks:
+            argv += ["--socks", socks]
+        r = self.exec(role, argv, timeout=timeout + 60, text=False,
+                      input=body if body is not None else b"")
+        if r.returncode != 0:
+            raise LabError(f"http {method} {host}:{port}{path} from {role}: "
+                           f"{r.stderr.decode(errors='replace').strip()}")
+        return parse_http(r.stdout)
+
+    def http_get(self, role, host, path="/who", port=80, timeout=5, socks=None):
+        """Body of a 200 answer, else LabError."""
+        status, body = self.http(role, host, path, port, timeout=timeout, socks=socks)
+        if status != 200:
+            raise LabError(f"GET {host}:{port}{path} from {role}: status {status}")
+        return body
+
+    def connect_error(self, role, host, port=80, timeout=2):
+        """None when a TCP connection from ROLE opens, else the error text."""
+        r = self.exec(role, ["python3", CLIENT_PY, "connect", host, port, "--timeout", timeout],
+                      timeout=timeout + 30)
+        return None if r.returncode == 0 else (r.stdout + r.stderr).strip()
+
+    def dig(self, role, name, rtype="A", server=None, tcp=False, timeout=2):
+        """-> (rcode like 'NOERROR', [answer rdata of type rtype])."""
+        argv = ["dig", "+noall", "+comments", "+answer", f"+time={timeout}", "+tries=1"]
+        if tcp:
+            argv.append("+tcp")
+        if server:
+            argv.append(f"@{server}")
+        r = self.exec(role, argv + [name, rtype], timeout=timeout + 30)
+        m = re.search(r"status: ([A-Z]+)", r.stdout)
+        if not m:
+            raise LabError(f"dig {name} from {role}: no answer\n{r.stdout}{r.stderr}")
+        answers = [ln.split()[4] for ln in r.stdout.splitlines()
+                   if ln and not ln.startswith(";") and len(ln.split()) >= 5
+                   and ln.split()[3] == rtype]
+        return m.group(1), answers
+
+    def pids(self, role):
+        """Every pid in ROLE's namespace."""
+        r = subprocess.run(["ip", "netns", "pids", self.ns(role)], capture_output=True,
+                           text=True, timeout=10)
+        return [int(p) for p in r.stdout.split()]
+
+    def procs(self, role, comm=None):
+        """[(pid, comm)] of live processes in ROLE's namespace, optionally by command name."""
+        out = []
+        for pid in self.pids(role):
+            try:
+                c = Path(f"/proc/{pid}/comm").read_text().strip()
+                state = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
+            except OSError:
+                continue
+            if state != "Z" and (comm is None or c == comm):
+                out.append((pid, c))
+        return out
+
+    def count_procs(self, role, comm):
+        return len(self.procs(role, comm))
+
+    def nft_tables(self, role="client"):
+        """['inet tprosshy', ...] in ROLE's namespace."""
+        r = self.exec(role, ["nft", "list", "tables"], check=True)
+        return [ln.removeprefix("table ").strip() for ln in r.stdout.splitlines() if ln.strip()]
+
+    def nft_table(self, role="client", family="inet", name="tprosshy"):
+        """`nft list table` text, or None when the table does not exist."""
+        r = self.exec(role, ["nft", "list", "table", family, name])
+        return r.stdout if r.returncode == 0 else None
+
+    def ssh_socks(self, host="srv1", port=1080, role="client", timeout=10, extra=()):
+        """Starts `ssh -N -D 127.0.0.1:PORT HOST` in ROLE and waits until it answers SOCKS.
+        Returns the Popen (killed by down())."""
+        log = open(self.state / f"ssh-socks-{host}-{port}.log", "wb")
+        p = self.popen(role, ["ssh", "-F", self.ssh_config, "-N", "-o",
+                              "ExitOnForwardFailure=yes", "-D", f"127.0.0.1:{port}", *extra,
+                              host], stdout=log, stderr=subprocess.STDOUT)
+        log.close()
+
+        def ready():
+            if p.poll() is not None:
+                raise LabError(f"ssh -D to {host} exited {p.returncode}")
+            return self.exec(role, ["python3", CLIENT_PY, "socks", f"127.0.0.1:{port}"],
+                             timeout=10).returncode == 0
+        wait_until(ready, timeout, what=f"SOCKS on {role} 127.0.0.1:{port}")
+        return p
+
+    # -- tprosshy
+    def tprosshy(self, config, role="client", args=(), start=True, **kw):
+        """A Tprosshy runner with this config (text, @KEY@ substituted), started unless told
+        otherwise; stopped (SIGKILL) by down() if still running."""
+        t = Tprosshy(self, config, role=role, args=args, **kw)
+        self._runners.append(t)
+        if start:
+            t.start()
+        return t
+
+    def _next_file(self, stem):
+        self._files += 1
+        return self.state / f"{stem}-{self._files}"
+
+
+class Tprosshy:
+    """tprosshy -c CONFIG in a lab namespace, stdout+stderr to a log file in the state dir."""
+
+    READY = re.compile(r"(?<!not )\bready\b")
+
+    def __init__(self, lab, config, role="client", args=(), binary=None, env=None):
+        self.lab = lab
+        self.role = role
+        base = lab._next_file("tprosshy")
+        self.config_path = Path(f"{base}.yaml")
+        self.config_path.write_text(lab.subst(config))
+        self.log_path = Path(f"{base}.log")
+        self.argv = [binary or tprosshy_bin(), "-c", str(self.config_path), *map(str, args)]
+        self.env = env
+        self.proc = None
+
+    def start(self):
+        if not os.access(self.argv[0], os.X_OK):
+            raise LabError(f"tprosshy binary not found: {self.argv[0]} (set TPROSSHY_BIN)")
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(self.lab.argv(self.role, self.argv),
+                                         stdin=subprocess.DEVNULL, stdout=log,
+                                         stderr=subprocess.STDOUT, start_new_session=True,
+                                         env=self.env)
+        return self
+
+    @property
+    def pid(self):
+        return self.proc.pid if self.proc else None
+
+    @property
+    def returncode(self):
+        return self.proc.poll() if self.proc else None
+
+    @property
+    def running(self):
+        return self.proc is not None and self.proc.poll() is None
+
+    def log(self):
+        try:
+            return self.log_path.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def wait_log(self, pattern, timeout=20):
+        """Waits for a log line matching pattern (regex); returns the match. Raises LabError
+        if tprosshy exits first, TimeoutError (with the log) on timeout."""
+        rx = re.compile(pattern) if isinstance(pattern, str) else pattern
+
+        def seen():
+            m = rx.search(self.log())
+            if m:
+                return m
+            if not self.running:
+                raise LabError(f"tprosshy exited ({self.returncode}) before /{rx.pattern}/:\n"
+                               f"{self.log()}")
+            return None
+        try:
+            return wait_until(seen, timeout, interval=0.02, what=f"tprosshy log /{rx.pattern}/")
+        except TimeoutError as e:
+            raise TimeoutError(f"{e}\n--- tprosshy log:\n{self.log()}") from None
+
+    def wait_ready(self, timeout=30):
+        return self.wait_log(self.READY, timeout)
+
+    def wait_exit(self, timeout=10):
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            raise TimeoutError(f"tprosshy still running after {timeout}s:\n{self.log()}") from None
+
+    def send_signal(self, sig):
+        if self.running:
+            self.proc.send_signal(sig)
+
+    def stop(self, sig=signal.SIGINT, timeout=10):
+        """Sends sig and waits for the exit; returns the exit code (negative: killed by a
+        signal). If it does not exit in time it is killed and LabError raised."""
+        if self.proc is None:
+            return None
+        self.send_signal(sig)
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            raise LabError(f"tprosshy ignored {signal.Signals(sig).name} for {timeout}s:\n"
+                           f"{self.log()}") from None
+
+    def kill(self):
+        if self.proc is not None:
+            _kill_popen(self.proc)
+
+
+def _kill_popen(p):
+    if p.poll() is not None:
+        return
+    try:
+        os.killpg(p.pid, signal.SIGKILL)  # its own session: the group holds its children
+    except OSError:
+        p.kill()
+    try:
+        p.wait(5)
+    except subprocess.TimeoutExpired:
+        pass
+
+
+def _base36(n):
+    digits = "0123456789abcdefghijklmnopqrstuvwxyz"
+    s = ""
+    while True:
+        n, d = divmod(n, 36)
+        s = digits[d] + s
+        if n == 0:
+            return s
+
+
+def read_env(path):
+    env = {}
+    for line in Path(path).read_text().splitlines():
+        if line and not line.startswith("#") and "=" in line:
+            k, v = line.split("=", 1)
+            env[k] = v
+    return env

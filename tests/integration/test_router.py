@@ -1,0 +1,180 @@
+"""Several profiles: longest-prefix dispatch, supervision, gateway mode, scale."""
+import os
+import signal
+import subprocess
+import time
+import unittest
+
+from lab import CLIENT_PY, Lab, LabError, parse_who, stream_sha256, wait_until
+
+TWO = """
+listen: {tcp_port: 12346}
+profiles:
+  wide:
+    host: srv1
+    ssh_args: ["-F", "@SSH_CONFIG@"]
+    subnets: [198.19.0.0/16, "fd00:11::/64"]
+  narrow:
+    host: @NARROW_HOST@
+    ssh_args: ["-F", "@SSH_CONFIG@"]
+    subnets: ["@T2_NET4@", "@T2_NET6@"]
+"""
+
+DIRECT_PROBE = """
+import socket, sys
+try:  # on loopback the reset may already arrive while connect() returns
+    s = socket.create_connection((sys.argv[1], int(sys.argv[2])), 3)
+    s.sendall(b"GET /who HTTP/1.0\\r\\n\\r\\n")
+    s.settimeout(3)
+    print("data" if s.recv(100) else "closed")
+except (ConnectionResetError, BrokenPipeError):
+    print("reset")
+"""
+
+
+class Router(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.lab = Lab().up()
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.lab.down()
+
+    def tprosshy(self, config):
+        t = self.lab.tprosshy(config)
+        self.addCleanup(t.kill)
+        return t
+
+    def two(self, narrow_host="srv2", extra=""):
+        return extra + TWO.replace("@NARROW_HOST@", narrow_host)
+
+    def who(self, ip, role="client"):
+        return parse_who(self.lab.http_get(role, ip))
+
+    def ssh_pid(self, host):
+        for pid, _ in self.lab.procs("client", "ssh"):
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                if f.read().split(b"\0")[-2] == host.encode():
+                    return pid
+        return None
+
+    def test_longest_prefix_picks_the_tunnel(self):
+        lab = self.lab
+        t = self.tprosshy(self.two())
+        t.wait_ready()
+        self.assertEqual(self.who(lab["T1_IP4"])["peer"], lab["SRV1_NET_IP4"])
+        self.assertEqual(self.who(lab["T2_IP4"])["peer"], lab["SRV2_NET_IP4"])
+        self.assertEqual(self.who(lab["T2_IP6"])["peer"], lab["SRV2_NET_IP6"])
+        self.assertEqual(self.who(lab["T1_IP6"])["peer"], lab["SRV1_NET_IP6"])
+        self.assertIn("2/2 profiles up", t.log())
+        self.assertEqual(t.stop(), 0)
+
+    def test_equal_prefixes_are_a_config_error(self):
+        cfg = self.two().replace("@T2_NET4@", "198.19.0.0/16")
+        t = self.tprosshy(cfg)
+        self.assertEqual(t.wait_exit(10), 78)
+        self.assertIn("wide", t.log())
+        self.assertIn("narrow", t.log())
+
+    def test_killed_tunnel_comes_back_and_others_keep_flowing(self):
+        lab = self.lab
+        t = self.tprosshy(self.two())
+        t.wait_ready()
+        n = 768 << 20
+        transfer = lab.popen("client", ["sh", "-c",
+                                        f"python3 {CLIENT_PY} http {lab['T2_IP4']} 80 GET "
+                                        f"/bytes/{n} --timeout 120 | tail -c {n} | sha256sum"],
+                             stdout=subprocess.PIPE, text=True)
+        time.sleep(0.5)
+        victim = self.ssh_pid("srv1")
+        self.assertIsNotNone(victim)
+        os.kill(victim, signal.SIGKILL)
+        t.wait_log(r"\[wide\] tunnel down", 10)
+        # ... and come back after the restart.
+        wait_until(lambda: self.try_who(lab["T1_IP4"]), 15, interval=0.2, what="wide back")
+        out, _ = transfer.communicate(timeout=180)
+        self.assertEqual(transfer.returncode, 0)
+        self.assertEqual(out.split()[0], stream_sha256(n))
+        self.assertRegex(t.log(), r"\[wide\] restarting ssh in")
+        self.assertEqual(t.stop(), 0)
+
+    def try_who(self, ip):
+        try:
+            return self.who(ip)["peer"] == self.lab["SRV1_NET_IP4"]
+        except LabError:
+            return False
+
+    def test_unreachable_profile_does_not_stop_the_others(self):
+        lab = self.lab
+        t = self.tprosshy(self.two(narrow_host="unreachable"))
+        t.wait_ready(30)
+        self.assertIn("1/2 profiles up", t.log())
+        self.assertRegex(t.log(), r"\[narrow\] tunnel down: .*(timed out|No route|refused)")
+        self.assertEqual(self.who(lab["T1_IP4"])["peer"], lab["SRV1_NET_IP4"])
+        # The down profile's prefix is reset at once, never sent to another tunnel.
+        started = time.monotonic()
+        r = lab.exec("client", ["python3", "-c", DIRECT_PROBE, lab["T2_IP4"], "80"])
+        self.assertEqual(r.stdout.strip(), "reset", r.stderr)
+        self.assertLess(time.monotonic() - started, 2)
+        self.assertEqual(t.stop(), 0)
+
+    def test_retry_keeps_waiting_for_a_host(self):
+        t = self.tprosshy("on_start_failure: retry\n" + self.two().split("  narrow:")[0]
+                          .replace("host: srv1", "host: unreachable"))
+        t.wait_ready(30)
+        self.assertIn("0/1 profiles up", t.log())
+        t.wait_log(r"(?s)restarting ssh in.*restarting ssh in", 30)
+        self.assertTrue(t.running)
+        self.assertEqual(t.stop(), 0)
+
+    def test_gateway_mode_serves_the_lan_and_is_no_open_proxy(self):
+        lab = self.lab
+        cfg = f"""
+mode: gateway
+gateway: {{interfaces: ["{lab['CLIENT_IF_LAN']}"]}}
+""" + self.two()
+        t = self.tprosshy(cfg)
+        t.wait_ready()
+        self.assertEqual(self.who(lab["T1_IP4"], role="lan")["peer"], lab["SRV1_NET_IP4"])
+        self.assertEqual(self.who(lab["T2_IP6"], role="lan")["peer"], lab["SRV2_NET_IP6"])
+        # A LAN host connecting straight to the listener is refused.
+        r = lab.exec("lan", ["python3", "-c", DIRECT_PROBE, lab["CLIENT_LAN_IP4"], "12346"])
+        self.assertEqual(r.stdout.strip(), "reset", r.stderr)
+        self.assertEqual(t.stop(), 0)
+
+    def test_two_thousand_parallel_flows(self):
+        lab = self.lab
+        t = self.tprosshy(self.two())
+        t.wait_ready()
+        r = lab.exec("client", ["sh", "-c", f"ulimit -n 8192; python3 -c '{MANY2}' "
+                                            f"{lab['T1_IP4']} 2000"], timeout=180)
+        self.assertEqual(r.stdout.strip(), "2000 ok of 2000", r.stderr + t.log()[-3000:])
+        self.assertEqual(t.stop(), 0)
+
+
+MANY2 = """
+import asyncio, sys
+host, n = sys.argv[1], int(sys.argv[2])
+async def one(opened, gate):
+    r, w = await asyncio.wait_for(asyncio.open_connection(host, 80), 60)
+    opened.append(1)
+    await gate.wait()
+    w.write(b"GET /who HTTP/1.0\\r\\n\\r\\n")
+    data = await asyncio.wait_for(r.read(), 60)
+    w.close()
+    return b"name=t1" in data
+async def main():
+    opened, gate = [], asyncio.Event()
+    tasks = [asyncio.create_task(one(opened, gate)) for _ in range(n)]
+    for _ in range(600):
+        if len(opened) == n or any(t.done() for t in tasks): break
+        await asyncio.sleep(0.1)
+    gate.set()
+    res = await asyncio.gather(*tasks, return_exceptions=True)
+    print(sum(1 for x in res if x is True), "ok of", n)
+asyncio.run(main())
+""".replace("'", '"')
+
+if __name__ == "__main__":
+    unittest.main(verbosity=2)
