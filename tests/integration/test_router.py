@@ -119,6 +119,24 @@ class Router(unittest.TestCase):
         self.assertLess(time.monotonic() - started, 2)
         self.assertEqual(t.stop(), 0)
 
+    def test_default_route_profile_bypasses_its_own_ssh_server(self):
+        lab = self.lab
+        t = self.tprosshy(f"""
+profiles:
+  everything:
+    host: srv1
+    ssh_args: ["-F", "{lab.ssh_config}"]
+    subnets: [0.0.0.0/0, "::/0"]
+""")
+        t.wait_ready()
+        self.assertEqual(self.who(lab["T1_IP4"])["peer"], lab["SRV1_NET_IP4"])
+        self.assertEqual(self.who(lab["T1_IP6"])["peer"], lab["SRV1_NET_IP6"])
+        # ssh's own reconnect must not be redirected into its own tunnel.
+        os.kill(self.ssh_pid("srv1"), signal.SIGKILL)
+        t.wait_log(r"\[everything\] tunnel down", 10)
+        wait_until(lambda: self.try_who(lab["T1_IP4"]), 15, interval=0.2, what="back up")
+        self.assertEqual(t.stop(), 0)
+
     def test_retry_keeps_waiting_for_a_host(self):
         t = self.tprosshy("on_start_failure: retry\n" + self.two().split("  narrow:")[0]
                           .replace("host: srv1", "host: unreachable"))
