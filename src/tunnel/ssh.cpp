@@ -109,24 +109,62 @@ std::optional<jump> parse_jump(const std::string& entry) {
   return j;
 }
 
-asio::awaitable<ssh_facts> query(const std::vector<std::string>& ssh_args,
-                                 const std::string& destination) {
+namespace {
+
+struct output {
+  int rc;
+  std::string out, err;
+};
+
+asio::awaitable<output> run_ssh(const std::vector<std::string>& args) {
   auto ex = co_await asio::this_coro::executor;
   auto ssh = find_ssh();
   if (ssh.empty()) throw std::runtime_error("ssh is not installed (no 'ssh' in PATH)");
-  std::vector<std::string> args{"-G"};
-  args.insert(args.end(), ssh_args.begin(), ssh_args.end());
-  args.push_back("--");
-  args.push_back(destination);
   asio::readable_pipe out(ex), err(ex);
   bp::process proc(ex, ssh, args, bp::process_stdio{nullptr, out, err}, child_setup{});
   auto [o, e] = co_await (read_all(out) && read_all(err));
   int rc = co_await proc.async_wait(use_awaitable);
-  if (rc != 0) {
-    auto why = last_line(e);
+  co_return output{rc, std::move(o), std::move(e)};
+}
+
+std::string ssh_message(const std::string& err) {
+  auto why = last_line(err);
+  if (why.starts_with("ssh: ")) why.erase(0, 5);
+  return why;
+}
+
+}  // namespace
+
+asio::awaitable<ssh_facts> query(const std::vector<std::string>& ssh_args,
+                                 const std::string& destination) {
+  std::vector<std::string> args{"-G"};
+  args.insert(args.end(), ssh_args.begin(), ssh_args.end());
+  args.push_back("--");
+  args.push_back(destination);
+  auto r = co_await run_ssh(args);
+  if (r.rc != 0) {
+    auto why = ssh_message(r.err);
     throw std::runtime_error("ssh -G " + destination + " failed" + (why.empty() ? "" : ": " + why));
   }
-  co_return parse_ssh_g(o);
+  co_return parse_ssh_g(r.out);
+}
+
+asio::awaitable<std::string> remote_output(const std::vector<std::string>& ssh_args,
+                                           const std::string& destination,
+                                           const std::vector<std::string>& command) {
+  std::vector<std::string> args{"-T", "-o", "BatchMode=yes", "-o", "ControlMaster=no",
+                                "-o", "ControlPath=none"};
+  args.insert(args.end(), ssh_args.begin(), ssh_args.end());
+  args.push_back("--");
+  args.push_back(destination);
+  args.insert(args.end(), command.begin(), command.end());
+  auto r = co_await run_ssh(args);
+  if (r.rc != 0) {
+    auto why = ssh_message(r.err);
+    throw std::runtime_error("ssh " + destination + " failed (" + std::to_string(r.rc) + ")" +
+                             (why.empty() ? "" : ": " + why));
+  }
+  co_return r.out;
 }
 
 asio::awaitable<std::vector<tcp::endpoint>> server_endpoints(
@@ -155,8 +193,7 @@ asio::awaitable<std::vector<tcp::endpoint>> server_endpoints(
 }
 
 std::vector<std::string> tunnel_command(const std::vector<std::string>& ssh_args,
-                                        const std::string& destination, uint16_t socks_port,
-                                        const std::vector<forward>& forwards) {
+                                        const std::string& destination, uint16_t socks_port) {
   std::vector<std::string> args{"-N",
                                 "-o", "ExitOnForwardFailure=yes",
                                 "-o", "BatchMode=yes",
@@ -165,12 +202,6 @@ std::vector<std::string> tunnel_command(const std::vector<std::string>& ssh_args
                                 "-o", "ControlMaster=no",
                                 "-o", "ControlPath=none",
                                 "-D", "127.0.0.1:" + std::to_string(socks_port)};
-  for (auto& f : forwards) {
-    auto host = f.remote_host.find(':') != std::string::npos ? "[" + f.remote_host + "]" : f.remote_host;
-    args.push_back("-L");
-    args.push_back("127.0.0.1:" + std::to_string(f.local_port) + ":" + host + ":" +
-                   std::to_string(f.remote_port));
-  }
   args.insert(args.end(), ssh_args.begin(), ssh_args.end());
   args.push_back("--");
   args.push_back(destination);

@@ -42,17 +42,16 @@ boost::asio::awaitable<ssh_facts> query(const std::vector<std::string>& ssh_args
 boost::asio::awaitable<std::vector<tcp::endpoint>> server_endpoints(
     const std::vector<std::string>& ssh_args, const std::string& destination);
 
-struct forward {
-  uint16_t local_port;
-  std::string remote_host;
-  uint16_t remote_port;
-};
+// Runs one command on the host (`ssh -T ... destination command...`) and returns what it
+// printed. Throws std::runtime_error with ssh's message if it fails.
+boost::asio::awaitable<std::string> remote_output(const std::vector<std::string>& ssh_args,
+                                                  const std::string& destination,
+                                                  const std::vector<std::string>& command);
 
-// ssh -N ... -D 127.0.0.1:socks_port [-L ...] [ssh_args] destination. Our -o options come
-// first because ssh keeps the first value it sees of each option.
+// ssh -N ... -D 127.0.0.1:socks_port [ssh_args] -- destination. Our -o options come first
+// because ssh keeps the first value it sees of each option.
 std::vector<std::string> tunnel_command(const std::vector<std::string>& ssh_args,
-                                        const std::string& destination, uint16_t socks_port,
-                                        const std::vector<forward>& forwards);
+                                        const std::string& destination, uint16_t socks_port);
 
 // True if a SOCKS5 server on `ep` answers a no-auth greeting.
 boost::asio::awaitable<bool> socks_answers(tcp::endpoint ep);

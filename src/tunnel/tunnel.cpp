@@ -83,7 +83,7 @@ struct tunnel::impl {
   // One ssh process from spawn to exit. Returns whether it ever became ready.
   asio::awaitable<bool> attempt(const std::string& ssh) {
     port = free_port(ex);
-    auto args = tunnel_command(opt.ssh_args, opt.destination, port, opt.forwards);
+    auto args = tunnel_command(opt.ssh_args, opt.destination, port);
     asio::readable_pipe err(ex);
     bp::error_code ec;
     bp::process p(ex, ssh, args, bp::process_stdio{nullptr, nullptr, err}, child_setup{});

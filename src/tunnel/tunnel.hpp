@@ -21,7 +21,6 @@ struct options {
   std::string profile;
   std::string destination;
   std::vector<std::string> ssh_args;
-  std::vector<forward> forwards;
   std::chrono::milliseconds backoff_min{500};
   std::chrono::milliseconds backoff_max{30000};
   std::chrono::milliseconds ready_timeout{60000};
