@@ -26,6 +26,7 @@
 #include <system_error>
 #include <vector>
 
+#include "app/dns_front.hpp"
 #include "app/plan.hpp"
 #include "config/config.hpp"
 #include "nft/netlink.hpp"
@@ -200,7 +201,11 @@ int check(const cli& c) {
     });
   }
   io.run();
-  std::cout << nft::render(make_ruleset(cfg, table, bypass, {cfg.tcp_port, 0}));
+  bool dns = wants_dns(cfg);
+  std::cout << nft::render(make_ruleset(cfg, table, bypass,
+                                        {cfg.tcp_port, dns ? cfg.dns_port : uint16_t(0)},
+                                        dns ? read_resolv_conf("/etc/resolv.conf")
+                                            : std::vector<net::address>{}));
   return ex_ok;
 }
 
@@ -231,6 +236,25 @@ class runner {
       spdlog::error("cannot listen on TCP port {}: {}", cfg_.tcp_port, listen_error);
       co_return co_await shutdown(ex_oserr);
     }
+    try {
+      std::vector<asio::ip::address> addrs;
+      for (auto& ep : server_->local_endpoints()) addrs.push_back(ep.address());
+      dns_ = dns_front::make(
+          ex, cfg_, addrs,
+          [this](std::size_t id) -> std::optional<asio::ip::tcp::endpoint> {
+            if (id < tunnels_.size() && tunnels_[id] && tunnels_[id]->up())
+              return tunnels_[id]->socks();
+            return std::nullopt;
+          },
+          [this](std::size_t id, const net::address& a, std::uint32_t ttl) { learn(id, a, ttl); });
+    } catch (const boost::system::system_error& e) {
+      listen_error = e.code().message();
+    }
+    if (!listen_error.empty()) {
+      spdlog::error("cannot listen on DNS port {}: {}", cfg_.dns_port, listen_error);
+      co_return co_await shutdown(ex_oserr);
+    }
+    asio::co_spawn(ex, expire_learned(), asio::detached);
     tunnels_.resize(cfg_.profiles.size());
     first_.assign(cfg_.profiles.size(), false);
     std::vector<nft::endpoint> bypass;
@@ -264,7 +288,9 @@ class runner {
 
     int failed = 0;
     try {
-      nl_.install(make_ruleset(cfg_, table_, bypass, {server_->port(), 0}));
+      nl_.install(make_ruleset(cfg_, table_, bypass,
+                               {server_->port(), dns_ ? dns_->port() : uint16_t(0)},
+                               dns_ ? dns_->system_resolvers() : std::vector<net::address>{}));
       installed_ = true;
     } catch (const std::system_error& e) {
       spdlog::error("cannot install the nftables ruleset: {}", e.what());
@@ -281,7 +307,8 @@ class runner {
       else
         down += (down.empty() ? "; retrying " : ", ") + cfg_.profiles[id].name;
     }
-    spdlog::info("ready: {}/{} profiles up, TCP on port {}{}", up, enabled, server_->port(), down);
+    spdlog::info("ready: {}/{} profiles up, TCP on port {}{}{}", up, enabled, server_->port(),
+                 dns_ ? ", DNS on port " + std::to_string(dns_->port()) : "", down);
     while (!signalled) {
       wake_.expires_at(asio::steady_timer::time_point::max());
       co_await wake_.async_wait(asio::as_tuple(use_awaitable));
@@ -303,7 +330,10 @@ class runner {
       wake_.cancel();
       co_return;
     }
-    tunnel::options o{.profile = p.name, .destination = p.host, .ssh_args = p.ssh_args};
+    tunnel::options o;
+    o.profile = p.name;
+    o.destination = p.host;
+    o.ssh_args = p.ssh_args;
     tunnels_[id] = std::make_unique<tunnel::tunnel>(
         co_await asio::this_coro::executor, o, [this, id](tunnel::state s, const std::string& why) {
           on_state(id, s, why);
@@ -325,6 +355,29 @@ class runner {
     }
   }
 
+  // An address a profile's nameserver answered routes through that profile for its TTL,
+  // in the dispatcher and in the kernel's timeout set alike.
+  void learn(std::size_t id, const net::address& a, std::uint32_t ttl) {
+    auto& p = cfg_.profiles[id];
+    if (!p.dns.learn_routes || ttl == 0) return;
+    table_.learn(a, id, routing::clock::now() + std::chrono::seconds(ttl));
+    if (!installed_) return;
+    try {
+      nl_.learn(p.name, a, std::chrono::seconds(ttl));
+    } catch (const std::exception& e) {
+      spdlog::warn("[{}] cannot add learned address {}: {}", p.name, a.to_string(), e.what());
+    }
+  }
+
+  asio::awaitable<void> expire_learned() {
+    asio::steady_timer t(co_await asio::this_coro::executor);
+    while (!stopping_) {
+      t.expires_after(10s);
+      co_await t.async_wait(asio::as_tuple(use_awaitable));
+      table_.expire(routing::clock::now());
+    }
+  }
+
   std::optional<proxy::route> route(const asio::ip::tcp::endpoint& dst) {
     auto id = table_.lookup(dst.address());
     if (!id || *id >= tunnels_.size() || !tunnels_[*id] || !tunnels_[*id]->up()) {
@@ -335,6 +388,8 @@ class runner {
   }
 
   asio::awaitable<int> shutdown(int code) {
+    stopping_ = true;
+    if (dns_) dns_->stop();
     if (installed_) {
       try {
         nl_.remove();
@@ -364,6 +419,8 @@ class runner {
   nft::netlink& nl_;
   routing::table table_;
   std::optional<proxy::server> server_;
+  std::unique_ptr<dns_front> dns_;
+  bool stopping_ = false;
   std::vector<std::unique_ptr<tunnel::tunnel>> tunnels_;
   std::vector<bool> first_;
   std::vector<std::string> reason_ = std::vector<std::string>(cfg_.profiles.size());

@@ -14,8 +14,15 @@ routing::table make_table(const config::config& cfg) {
   return t;
 }
 
+bool wants_dns(const config::config& cfg) {
+  for (auto& p : cfg.profiles)
+    if (p.enabled && !p.dns.domains.empty()) return true;
+  return false;
+}
+
 nft::ruleset make_ruleset(const config::config& cfg, const routing::table& table,
-                          const std::vector<nft::endpoint>& bypass, ports p) {
+                          const std::vector<nft::endpoint>& bypass, ports p,
+                          const std::vector<net::address>& resolvers) {
   nft::ruleset r;
   r.mark = own_mark;
   r.output = true;
@@ -23,6 +30,7 @@ nft::ruleset make_ruleset(const config::config& cfg, const routing::table& table
   r.tcp_port = p.tcp;
   r.dns_port = p.dns;
   r.capture_all_dns = cfg.capture == config::dns_capture::all;
+  if (p.dns != 0) r.resolvers = resolvers;
   r.bypass = bypass;
   r.exclude = table.global_excludes();
   std::vector<nft::profile_routes> by_id(cfg.profiles.size());

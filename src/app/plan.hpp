@@ -22,7 +22,11 @@ struct ports {
   uint16_t dns = 0;  // 0: no DNS capture
 };
 
+// Whether any enabled profile resolves names: only then is DNS captured at all.
+bool wants_dns(const config::config& cfg);
+
 nft::ruleset make_ruleset(const config::config& cfg, const routing::table& table,
-                          const std::vector<nft::endpoint>& bypass, ports p);
+                          const std::vector<nft::endpoint>& bypass, ports p,
+                          const std::vector<net::address>& resolvers);
 
 }  // namespace tprosshy::app

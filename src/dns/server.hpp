@@ -1,0 +1,65 @@
+#pragma once
+// The DNS front: UDP and TCP (length-prefixed, pipelined) on the same port. Each query is
+// answered from the cache, else by the upstream of the profile whose domain suffix matches
+// the name, else by the local upstream; the client's ID, question and the answer's rcode
+// are kept. Every query runs on its own; none waits for another.
+// Not thread-safe: use from one thread (or pass a strand as the executor).
+#include <boost/asio/any_io_executor.hpp>
+#include <boost/asio/ip/address.hpp>
+#include <boost/asio/ip/udp.hpp>
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <vector>
+
+#include "dns/cache.hpp"
+#include "dns/router.hpp"
+#include "dns/upstream.hpp"
+
+namespace tprosshy::dns {
+
+struct server_options {
+  std::size_t cache_size = 10000;  // answers; 0 = no cache
+  cache::clock clock = std::chrono::steady_clock::now;
+  std::chrono::seconds tcp_idle{30};  // a TCP client silent this long is closed
+};
+
+struct server_stats {
+  std::uint64_t queries = 0, cache_hits = 0, upstream_errors = 0, malformed = 0;
+};
+
+class server {
+ public:
+  // (profile index, address, TTL in seconds) for every A/AAAA record of an answer that
+  // a profile's upstream gave (cached answers are not reported again).
+  using learn_fn = std::function<void(std::size_t, const boost::asio::ip::address&, std::uint32_t)>;
+
+  // Binds UDP and TCP on each endpoint, all on one port: the first endpoint's, or a free
+  // one if it is 0. `local` answers names no profile takes; null: those get REFUSED.
+  // Throws boost::system::system_error.
+  server(boost::asio::any_io_executor ex, const std::vector<boost::asio::ip::udp::endpoint>& listen,
+         std::shared_ptr<upstream> local, server_options o = {});
+  ~server();
+  server(const server&) = delete;
+  server& operator=(const server&) = delete;
+
+  // Profile upstreams, indexed by the values `r` returns. Replaces earlier ones and
+  // clears the cache (for a reload). Queries in flight finish with the old upstreams.
+  void set_profiles(router r, std::vector<std::shared_ptr<upstream>> profiles);
+  void set_local(std::shared_ptr<upstream> local);
+  void on_answer(learn_fn f);
+
+  void start();  // spawns the receive and accept loops
+  void stop();   // closes every socket; queries in flight are dropped
+  std::uint16_t port() const;
+  std::vector<boost::asio::ip::udp::endpoint> local_endpoints() const;
+  server_stats stats() const;
+
+ private:
+  struct impl;
+  std::shared_ptr<impl> impl_;
+};
+
+}  // namespace tprosshy::dns

@@ -1,0 +1,77 @@
+#pragma once
+// Where queries go: a profile's nameserver over one pipelined DNS-over-TCP connection
+// (RFC 7766) through its tunnel, or this machine's nameservers over marked UDP sockets.
+// Not thread-safe: use each object from one thread (or pass a strand as the executor).
+#include <boost/asio/any_io_executor.hpp>
+#include <boost/asio/awaitable.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/ip/udp.hpp>
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <vector>
+
+#include "dns/message.hpp"
+
+namespace tprosshy::dns {
+
+class upstream {
+ public:
+  virtual ~upstream() = default;
+  // Sends a whole query (any ID) and returns the answer with the query's ID, or nullopt
+  // when no answer came in time (the caller answers SERVFAIL).
+  virtual boost::asio::awaitable<std::optional<bytes>> query(bytes q) = 0;
+};
+
+struct tcp_options {
+  std::chrono::milliseconds timeout{2000};          // per attempt, before a retry
+  std::chrono::milliseconds connect_timeout{5000};  // for the connector
+  // Queries sent on one connection before new ones go to a fresh one (the old one drains
+  // and closes). dnsmasq closes a TCP connection after 100 queries, dropping the rest.
+  std::size_t max_queries = 100;
+};
+
+class tcp_upstream : public upstream {
+ public:
+  // Opens a connected socket to the nameserver, e.g. SOCKS5 CONNECT through ssh -D.
+  // Throws (or the socket is not open) on failure.
+  using connector = std::function<boost::asio::awaitable<boost::asio::ip::tcp::socket>()>;
+
+  tcp_upstream(boost::asio::any_io_executor ex, connector c, tcp_options o = {});
+  ~tcp_upstream() override;  // closes the connection; pending queries get nullopt
+
+  boost::asio::awaitable<std::optional<bytes>> query(bytes q) override;
+
+  std::size_t connections_made() const;  // successful connector calls so far
+  std::size_t in_flight() const;
+
+ private:
+  struct impl;
+  std::shared_ptr<impl> impl_;
+};
+
+struct udp_options {
+  std::chrono::milliseconds timeout{2000};  // per server; then the next one is tried
+  std::uint32_t mark = 0;                   // SO_MARK on every socket (0: none)
+};
+
+class udp_upstream : public upstream {
+ public:
+  // servers: e.g. parse_resolv_conf of /etc/resolv.conf, port 53. Each query gets a fresh
+  // socket (random port) and ID; a TC answer is asked again over TCP, marked likewise.
+  udp_upstream(boost::asio::any_io_executor ex, std::vector<boost::asio::ip::udp::endpoint> servers,
+               udp_options o = {});
+
+  boost::asio::awaitable<std::optional<bytes>> query(bytes q) override;
+
+ private:
+  boost::asio::any_io_executor ex_;
+  std::vector<boost::asio::ip::udp::endpoint> servers_;
+  udp_options opt_;
+  std::size_t first_ = 0;  // the server that answered last
+};
+
+}  // namespace tprosshy::dns
