@@ -65,7 +65,8 @@ struct tunnel::impl {
   }
 
   // Polls the SOCKS port until it answers: ssh opens -D only after authentication, so
-  // an answer means the tunnel is usable. Short steps keep "ready" close to login time.
+  // an answer means the tunnel is usable. Short steps (a refused local connect costs
+  // microseconds) keep "ready" within a few milliseconds of the login.
   asio::awaitable<bool> wait_ready() {
     auto deadline = std::chrono::steady_clock::now() + opt.ready_timeout;
     asio::steady_timer t(ex);
@@ -75,7 +76,7 @@ struct tunnel::impl {
         co_return true;
       t.expires_after(step);
       co_await t.async_wait(use_awaitable);
-      step = std::min<std::chrono::milliseconds>(step * 2, 100ms);
+      step = std::min<std::chrono::milliseconds>(step * 2, 20ms);
     }
     co_return false;
   }
