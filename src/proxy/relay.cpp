@@ -16,6 +16,7 @@
 #include <cerrno>
 #include <memory>
 #include <utility>
+#include <vector>
 
 namespace tprosshy::proxy {
 
@@ -72,6 +73,33 @@ struct pipe {
   }
 };
 
+// A direction holds a pipe only while it moves data: between bursts the (empty) pipe goes
+// back here, so thousands of idle or slow flows share a few pipes instead of holding two
+// descriptors each. Flows never change threads, so one pool per thread needs no lock.
+class pipe_pool {
+ public:
+  pipe acquire() {
+    if (free_.empty()) {
+      pipe p;
+      p.open();
+      return p;
+    }
+    pipe p = std::move(free_.back());
+    free_.pop_back();
+    return p;
+  }
+  void release(pipe& p) {
+    if (p.r && p.held == 0 && free_.size() < max_free) free_.push_back(std::move(p));
+    p = pipe{};
+  }
+
+ private:
+  static constexpr std::size_t max_free = 64;
+  std::vector<pipe> free_;
+};
+
+thread_local pipe_pool pipes;
+
 [[noreturn]] void throw_errno(int e) {
   throw boost::system::system_error(e, boost::system::system_category());
 }
@@ -127,17 +155,19 @@ asio::awaitable<void> drain(pipe& p, tcp::socket& dst, shared& s) {
 // One direction. Returns normally at EOF (after passing it on), throws on any error so
 // the && in relay() cancels the other direction.
 asio::awaitable<void> pump(tcp::socket& src, tcp::socket& dst, std::uint64_t& count, shared& s) {
-  pipe p;  // opened on the first readable event, so idle flows hold no pipe fds
+  pipe p;  // taken from the pool while data moves, so idle flows hold no pipe fds
   std::uint64_t since_yield = 0;
   for (;;) {
     since_yield = 0;
+    pipes.release(p);
     try {
       co_await src.async_wait(tcp::socket::wait_read, use_awaitable);
     } catch (const boost::system::system_error& e) {
       note(s, e.code());
       throw;
     }
-    if (!p.r && !p.open()) {
+    p = pipes.acquire();
+    if (!p.r) {  // no pipe to be had (fd limit): copy through a buffer instead
       co_await copy(src, dst, count, s);
       co_return;
     }
