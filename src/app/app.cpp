@@ -3,6 +3,8 @@
 #include <ifaddrs.h>
 #include <linux/capability.h>
 #include <net/if.h>
+#include <spdlog/sinks/stdout_color_sinks.h>
+#include <spdlog/spdlog.h>
 #include <sys/resource.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -14,9 +16,6 @@
 #include <boost/asio/signal_set.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
-#include <spdlog/sinks/stdout_color_sinks.h>
-#include <spdlog/spdlog.h>
-
 #include <csignal>
 #include <cstdio>
 #include <cstdlib>
@@ -202,10 +201,9 @@ int check(const cli& c) {
   }
   io.run();
   bool dns = wants_dns(cfg);
-  std::cout << nft::render(make_ruleset(cfg, table, bypass,
-                                        {cfg.tcp_port, dns ? cfg.dns_port : uint16_t(0)},
-                                        dns ? read_resolv_conf("/etc/resolv.conf")
-                                            : std::vector<net::address>{}));
+  std::cout << nft::render(
+      make_ruleset(cfg, table, bypass, {cfg.tcp_port, dns ? cfg.dns_port : uint16_t(0)},
+                   dns ? read_resolv_conf("/etc/resolv.conf") : std::vector<net::address>{}));
   return ex_ok;
 }
 
@@ -279,7 +277,8 @@ class runner {
           if (first_[id] && !reason_[id].empty())
             spdlog::error("[{}] cannot connect to {}: {}", cfg_.profiles[id].name,
                           cfg_.profiles[id].host, reason_[id]);
-        spdlog::error("no profile's tunnel came up; exiting (on_start_failure: retry keeps trying)");
+        spdlog::error(
+            "no profile's tunnel came up; exiting (on_start_failure: retry keeps trying)");
         co_return co_await shutdown(ex_unavailable);
       }
       wake_.expires_at(asio::steady_timer::time_point::max());
@@ -335,9 +334,8 @@ class runner {
     o.destination = p.host;
     o.ssh_args = p.ssh_args;
     tunnels_[id] = std::make_unique<tunnel::tunnel>(
-        co_await asio::this_coro::executor, o, [this, id](tunnel::state s, const std::string& why) {
-          on_state(id, s, why);
-        });
+        co_await asio::this_coro::executor, o,
+        [this, id](tunnel::state s, const std::string& why) { on_state(id, s, why); });
     co_await tunnels_[id]->run();
   }
 

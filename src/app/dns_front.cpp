@@ -9,7 +9,6 @@
 #include <boost/asio/this_coro.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/asio/write.hpp>
-
 #include <fstream>
 #include <sstream>
 #include <stdexcept>
@@ -25,9 +24,9 @@
 namespace tprosshy::app {
 
 namespace asio = boost::asio;
+using asio::use_awaitable;
 using asio::ip::tcp;
 using asio::ip::udp;
-using asio::use_awaitable;
 
 std::vector<net::address> read_resolv_conf(const char* path) {
   std::ifstream in(path);
@@ -110,9 +109,9 @@ std::unique_ptr<dns_front> dns_front::make(asio::any_io_executor ex, const confi
     }
   }
   if (upstream.empty()) spdlog::warn("dns: no local upstream nameserver; other names get REFUSED");
-  auto local = upstream.empty()
-                   ? nullptr
-                   : std::make_shared<dns::udp_upstream>(ex, upstream, dns::udp_options{.mark = own_mark});
+  auto local = upstream.empty() ? nullptr
+                                : std::make_shared<dns::udp_upstream>(
+                                      ex, upstream, dns::udp_options{.mark = own_mark});
 
   i->ns.resize(cfg.profiles.size());
   std::vector<std::shared_ptr<dns::upstream>> profiles(cfg.profiles.size());
@@ -140,16 +139,17 @@ std::unique_ptr<dns_front> dns_front::make(asio::any_io_executor ex, const confi
       // Find the nameserver while the tunnel logs in, so the first query does not wait.
       asio::co_spawn(ex, discover(p), [slot](std::exception_ptr e, tcp::endpoint ep) {
         if (!e) {
-          if (!slot->ep) spdlog::info("[{}] dns: remote nameserver {}", slot->profile->name,
-                                      ep.address().to_string());
+          if (!slot->ep)
+            spdlog::info("[{}] dns: remote nameserver {}", slot->profile->name,
+                         ep.address().to_string());
           slot->ep = ep;
           return;
         }
         try {
           std::rethrow_exception(e);
         } catch (const std::exception& x) {
-          spdlog::warn("[{}] dns: cannot read the remote /etc/resolv.conf: {}",
-                       slot->profile->name, x.what());
+          spdlog::warn("[{}] dns: cannot read the remote /etc/resolv.conf: {}", slot->profile->name,
+                       x.what());
         }
       });
     }

@@ -5,7 +5,6 @@
 #include <boost/asio/any_io_executor.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/ip/udp.hpp>
-
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -23,8 +22,7 @@ class dns_front {
   using learn_fn = std::function<void(std::size_t, const net::address&, std::uint32_t)>;
 
   // Null when no enabled profile has DNS domains: then nothing is captured.
-  static std::unique_ptr<dns_front> make(boost::asio::any_io_executor ex,
-                                         const config::config& cfg,
+  static std::unique_ptr<dns_front> make(boost::asio::any_io_executor ex, const config::config& cfg,
                                          const std::vector<boost::asio::ip::address>& listen,
                                          socks_fn socks, learn_fn learn);
   ~dns_front();

@@ -1,7 +1,5 @@
 #pragma once
 // The config model: plain values, already validated. YAML stays inside config/.
-#include "net/prefix.hpp"
-
 #include <cstddef>
 #include <cstdint>
 #include <filesystem>
@@ -10,6 +8,8 @@
 #include <string>
 #include <string_view>
 #include <vector>
+
+#include "net/prefix.hpp"
 
 namespace tprosshy::config {
 

@@ -2,11 +2,11 @@
 // Installs a ruleset over netlink. The table carries the owner flag: it belongs to this
 // object's netlink socket and the kernel deletes it when the socket closes, even on SIGKILL.
 // So keep one netlink object for the process's life and send every change through it.
-#include "nft/ruleset.hpp"
-
 #include <chrono>
 #include <memory>
 #include <string>
+
+#include "nft/ruleset.hpp"
 
 namespace tprosshy::nft {
 

@@ -1,11 +1,11 @@
 #pragma once
 // The ruleset as a plain value. render() prints it as nft text (for `check` and golden
 // tests); nft::netlink installs the very same value as one libnftnl batch.
-#include "net/prefix.hpp"
-
 #include <cstdint>
 #include <string>
 #include <vector>
+
+#include "net/prefix.hpp"
 
 namespace tprosshy::nft {
 
@@ -24,24 +24,24 @@ struct endpoint {
 };
 
 struct profile_routes {
-  std::string name;               // profile name; names its sets and is the rules' comment
-  std::vector<addr_range> v4;     // routed ranges (subnets minus excludes), disjoint, sorted
+  std::string name;            // profile name; names its sets and is the rules' comment
+  std::vector<addr_range> v4;  // routed ranges (subnets minus excludes), disjoint, sorted
   std::vector<addr_range> v6;
-  bool learned = false;           // has learned-address timeout sets (DNS learn_routes)
+  bool learned = false;  // has learned-address timeout sets (DNS learn_routes)
   friend bool operator==(const profile_routes&, const profile_routes&) = default;
 };
 
 struct ruleset {
   std::string table = "tprosshy";
-  uint32_t mark = 0;                   // packets of tprosshy's own sockets; never redirected
-  bool output = true;                  // nat output hook: this machine's own traffic
-  std::vector<std::string> interfaces; // nat prerouting hook on these (gateway mode)
-  uint16_t tcp_port = 0;               // where routed TCP is redirected
-  uint16_t dns_port = 0;               // where captured DNS is redirected; 0: no DNS capture
-  bool capture_all_dns = false;        // every udp/53 and tcp/53, not just `resolvers`
+  uint32_t mark = 0;                    // packets of tprosshy's own sockets; never redirected
+  bool output = true;                   // nat output hook: this machine's own traffic
+  std::vector<std::string> interfaces;  // nat prerouting hook on these (gateway mode)
+  uint16_t tcp_port = 0;                // where routed TCP is redirected
+  uint16_t dns_port = 0;                // where captured DNS is redirected; 0: no DNS capture
+  bool capture_all_dns = false;         // every udp/53 and tcp/53, not just `resolvers`
   std::vector<net::address> resolvers;
-  std::vector<endpoint> bypass;        // ssh servers
-  std::vector<net::prefix> exclude;    // global excludes
+  std::vector<endpoint> bypass;      // ssh servers
+  std::vector<net::prefix> exclude;  // global excludes
   std::vector<profile_routes> profiles;
   friend bool operator==(const ruleset&, const ruleset&) = default;
 };

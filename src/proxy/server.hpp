@@ -3,7 +3,6 @@
 // destination, asks the router which SOCKS tunnel carries it, and relays both directions.
 #include <boost/asio/any_io_executor.hpp>
 #include <boost/asio/ip/tcp.hpp>
-
 #include <chrono>
 #include <cstddef>
 #include <cstdint>

@@ -1,10 +1,11 @@
 #pragma once
 // Boost 1.81's Process v2 with BOOST_PROCESS_USE_STD_FS compiles only when these two come
 // first (see DESIGN.md, facts checked).
+// clang-format off
 #include <boost/optional.hpp>
 #include <boost/type_traits.hpp>
-// Keep the order above.
 #include <boost/process/v2.hpp>
+// clang-format on
 
 #include <sys/prctl.h>
 #include <unistd.h>
@@ -22,7 +23,8 @@ struct child_setup {
   template <typename Launcher>
   bp::error_code on_exec_setup(Launcher&, const bp::filesystem::path&, const char* const*) {
     ::setpgid(0, 0);
-    if (::prctl(PR_SET_PDEATHSIG, SIGTERM) != 0) return bp::error_code(errno, bp::system_category());
+    if (::prctl(PR_SET_PDEATHSIG, SIGTERM) != 0)
+      return bp::error_code(errno, bp::system_category());
     // The parent may have died between fork and prctl.
     if (::getppid() == 1) ::_exit(1);
     return {};

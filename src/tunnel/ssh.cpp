@@ -2,14 +2,13 @@
 
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/connect.hpp>
+#include <boost/asio/experimental/awaitable_operators.hpp>
 #include <boost/asio/read.hpp>
 #include <boost/asio/readable_pipe.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/this_coro.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/asio/write.hpp>
-#include <boost/asio/experimental/awaitable_operators.hpp>
-
 #include <charconv>
 #include <sstream>
 #include <stdexcept>
@@ -45,7 +44,8 @@ std::string last_line(const std::string& text) {
   auto end = text.find_last_not_of("\r\n");
   if (end == std::string::npos) return {};
   auto start = text.rfind('\n', end);
-  return text.substr(start == std::string::npos ? 0 : start + 1, end + 1 - (start == std::string::npos ? 0 : start + 1));
+  return text.substr(start == std::string::npos ? 0 : start + 1,
+                     end + 1 - (start == std::string::npos ? 0 : start + 1));
 }
 
 }  // namespace
@@ -100,7 +100,8 @@ std::optional<jump> parse_jump(const std::string& entry) {
     if (!rest.empty()) {
       if (rest[0] != ':' || !(j.port = to_port(rest.substr(1)))) return std::nullopt;
     }
-  } else if (auto colon = s.find(':'); colon != std::string_view::npos && s.find(':', colon + 1) == std::string_view::npos) {
+  } else if (auto colon = s.find(':');
+             colon != std::string_view::npos && s.find(':', colon + 1) == std::string_view::npos) {
     host = s.substr(0, colon);
     if (!(j.port = to_port(s.substr(colon + 1)))) return std::nullopt;
   }
@@ -152,8 +153,8 @@ asio::awaitable<ssh_facts> query(const std::vector<std::string>& ssh_args,
 asio::awaitable<std::string> remote_output(const std::vector<std::string>& ssh_args,
                                            const std::string& destination,
                                            const std::vector<std::string>& command) {
-  std::vector<std::string> args{"-T", "-o", "BatchMode=yes", "-o", "ControlMaster=no",
-                                "-o", "ControlPath=none"};
+  std::vector<std::string> args{
+      "-T", "-o", "BatchMode=yes", "-o", "ControlMaster=no", "-o", "ControlPath=none"};
   args.insert(args.end(), ssh_args.begin(), ssh_args.end());
   args.push_back("--");
   args.push_back(destination);
@@ -186,7 +187,8 @@ asio::awaitable<std::vector<tcp::endpoint>> server_endpoints(
   tcp::resolver resolver(co_await asio::this_coro::executor);
   auto [ec, results] = co_await resolver.async_resolve(facts.hostname, std::to_string(facts.port),
                                                        asio::as_tuple(use_awaitable));
-  if (ec) throw std::runtime_error("cannot resolve ssh server '" + facts.hostname + "': " + ec.message());
+  if (ec)
+    throw std::runtime_error("cannot resolve ssh server '" + facts.hostname + "': " + ec.message());
   for (auto& r : results)
     if (std::find(eps.begin(), eps.end(), r.endpoint()) == eps.end()) eps.push_back(r.endpoint());
   co_return eps;
@@ -195,13 +197,20 @@ asio::awaitable<std::vector<tcp::endpoint>> server_endpoints(
 std::vector<std::string> tunnel_command(const std::vector<std::string>& ssh_args,
                                         const std::string& destination, uint16_t socks_port) {
   std::vector<std::string> args{"-N",
-                                "-o", "ExitOnForwardFailure=yes",
-                                "-o", "BatchMode=yes",
-                                "-o", "ServerAliveInterval=15",
-                                "-o", "ServerAliveCountMax=3",
-                                "-o", "ControlMaster=no",
-                                "-o", "ControlPath=none",
-                                "-D", "127.0.0.1:" + std::to_string(socks_port)};
+                                "-o",
+                                "ExitOnForwardFailure=yes",
+                                "-o",
+                                "BatchMode=yes",
+                                "-o",
+                                "ServerAliveInterval=15",
+                                "-o",
+                                "ServerAliveCountMax=3",
+                                "-o",
+                                "ControlMaster=no",
+                                "-o",
+                                "ControlPath=none",
+                                "-D",
+                                "127.0.0.1:" + std::to_string(socks_port)};
   args.insert(args.end(), ssh_args.begin(), ssh_args.end());
   args.push_back("--");
   args.push_back(destination);
@@ -213,7 +222,8 @@ asio::awaitable<bool> socks_answers(tcp::endpoint ep) {
   auto [ec] = co_await s.async_connect(ep, asio::as_tuple(use_awaitable));
   if (ec) co_return false;
   const unsigned char greeting[] = {5, 1, 0};
-  auto [wec, wn] = co_await asio::async_write(s, asio::buffer(greeting), asio::as_tuple(use_awaitable));
+  auto [wec, wn] =
+      co_await asio::async_write(s, asio::buffer(greeting), asio::as_tuple(use_awaitable));
   if (wec) co_return false;
   unsigned char reply[2];
   auto [rec, rn] = co_await asio::async_read(s, asio::buffer(reply), asio::as_tuple(use_awaitable));

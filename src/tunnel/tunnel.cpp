@@ -3,13 +3,12 @@
 #include <spdlog/spdlog.h>
 
 #include <boost/asio/as_tuple.hpp>
+#include <boost/asio/experimental/awaitable_operators.hpp>
 #include <boost/asio/read_until.hpp>
 #include <boost/asio/readable_pipe.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/this_coro.hpp>
 #include <boost/asio/use_awaitable.hpp>
-#include <boost/asio/experimental/awaitable_operators.hpp>
-
 #include <random>
 
 #include "tunnel/process.hpp"
@@ -89,7 +88,8 @@ struct tunnel::impl {
     bp::error_code ec;
     bp::process p(ex, ssh, args, bp::process_stdio{nullptr, nullptr, err}, child_setup{});
     proc = &p;
-    spdlog::debug("[{}] started ssh (pid {}) with SOCKS on 127.0.0.1:{}", opt.profile, p.id(), port);
+    spdlog::debug("[{}] started ssh (pid {}) with SOCKS on 127.0.0.1:{}", opt.profile, p.id(),
+                  port);
     bool was_ready = false;
     auto life = [&]() -> asio::awaitable<int> {
       auto r = co_await (wait_ready() || p.async_wait(asio::as_tuple(use_awaitable)));

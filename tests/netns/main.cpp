@@ -12,7 +12,8 @@ int main(int argc, char** argv) {
   for (int i = 1; i < argc; ++i)
     if (std::string_view(argv[i]).starts_with("--gtest_list_tests")) listing = true;
   if (!listing && ::unshare(CLONE_NEWNET) != 0) {
-    std::fprintf(stderr, "netns_tests: unshare(CLONE_NEWNET): %s (run as root)\n", std::strerror(errno));
+    std::fprintf(stderr, "netns_tests: unshare(CLONE_NEWNET): %s (run as root)\n",
+                 std::strerror(errno));
     return 1;
   }
   // A new namespace has its loopback down.

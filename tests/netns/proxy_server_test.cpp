@@ -489,8 +489,8 @@ TEST_F(ProxyServer, FlowsBetweenBurstsHoldNoPipes) {
   constexpr int n = 200;
   std::vector<std::future<result>> fs;
   for (int i = 0; i < n; ++i)
-    fs.push_back(asio::co_spawn(infra_io, client(v4_target(), 4096, 4096, 0ms, 2000ms),
-                                asio::use_future));
+    fs.push_back(
+        asio::co_spawn(infra_io, client(v4_target(), 4096, 4096, 0ms, 2000ms), asio::use_future));
   // Every flow has moved its first bytes both ways and now waits: were pipes kept per
   // direction, that would be 4 descriptors a flow.
   std::this_thread::sleep_for(1000ms);

@@ -1,10 +1,9 @@
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
-
-#include <algorithm>
 
 #include "tunnel/ssh.hpp"
 
@@ -48,8 +47,11 @@ TEST(Jump, Forms) {
 }
 
 TEST(Command, OurOptionsFirstDestinationLast) {
-  auto args = tunnel_command({"-F", "/x/ssh_config", "-o", "ExitOnForwardFailure=no"}, "srv1", 40001);
-  auto at = [&](const std::string& s) { return std::find(args.begin(), args.end(), s) - args.begin(); };
+  auto args =
+      tunnel_command({"-F", "/x/ssh_config", "-o", "ExitOnForwardFailure=no"}, "srv1", 40001);
+  auto at = [&](const std::string& s) {
+    return std::find(args.begin(), args.end(), s) - args.begin();
+  };
   EXPECT_EQ(args.front(), "-N");
   EXPECT_EQ(args.back(), "srv1");
   EXPECT_EQ(args[args.size() - 2], "--");
