@@ -92,7 +92,9 @@ struct server::impl : std::enable_shared_from_this<impl> {
   std::vector<tcp::acceptor> acceptors;
   std::vector<tcp::endpoint> endpoints;
   std::atomic<std::size_t> flows{0};
-  std::atomic<std::chrono::milliseconds> socks_timeout{std::chrono::seconds(30)};
+  // ssh opens channels one after another: thousands of new flows at once can queue for
+  // tens of seconds behind each other on a healthy tunnel, so only a long wait means a dead one.
+  std::atomic<std::chrono::milliseconds> socks_timeout{std::chrono::seconds(120)};
   std::shared_ptr<spdlog::logger> log = logger();
 
   struct flow_guard {

@@ -40,7 +40,7 @@ class server {
   void stop();   // stops accepting; open flows go on until they end
   std::size_t active_flows() const;
   // How long a SOCKS setup (connect + handshake) may take before the flow is reset
-  // (default 30 s), so a dead tunnel does not hold flows forever.
+  // (default 120 s), so a dead tunnel does not hold flows forever.
   void set_socks_timeout(std::chrono::milliseconds t);
 
  private:
