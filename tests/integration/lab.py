@@ -104,6 +104,19 @@ def parse_http(raw):
     return int(head.split(b" ", 2)[1]), body
 
 
+_RESET_PROBE = r"""
+import socket, sys
+host, port, timeout = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
+try:
+    s = socket.create_connection((host, port), timeout)
+    s.sendall(b"GET /who HTTP/1.0\r\n\r\n")
+    s.settimeout(timeout)
+    print("data" if s.recv(100) else "closed")
+except (ConnectionResetError, BrokenPipeError):
+    print("reset")
+"""
+
+
 class Lab:
     """One lab: `with Lab() as lab:` or lab.up() ... lab.down(). Names must be unique among
     labs running at once; the default derives from the pid (parallel ctest runs)."""
@@ -231,6 +244,15 @@ class Lab:
         r = self.exec(role, ["python3", CLIENT_PY, "connect", host, port, "--timeout", timeout],
                       timeout=timeout + 30)
         return None if r.returncode == 0 else (r.stdout + r.stderr).strip()
+
+    def reset_probe(self, role, host, port, timeout=3):
+        """Connects from ROLE, sends a request and says what came back: 'reset' (also when
+        the reset beats connect() on loopback), 'closed' or 'data'."""
+        r = self.exec(role, ["python3", "-c", _RESET_PROBE, host, port, timeout],
+                      timeout=timeout + 30)
+        if r.returncode != 0:
+            raise LabError(f"reset probe to {host}:{port} from {role}: {r.stderr.strip()}")
+        return r.stdout.strip()
 
     def dig(self, role, name, rtype="A", server=None, tcp=False, timeout=2):
         """-> (rcode like 'NOERROR', [answer rdata of type rtype])."""

@@ -19,16 +19,6 @@ profiles:
     subnets: ["@T1_NET4@", "@T1_NET6@"]
 """
 PORT = "12345"
-DIRECT_PROBE = """
-import socket, sys
-try:  # on loopback the reset may already arrive while connect() returns
-    s = socket.create_connection((sys.argv[1], int(sys.argv[2])), 3)
-    s.sendall(b"GET /who HTTP/1.0\\r\\n\\r\\n")
-    s.settimeout(3)
-    print("data" if s.recv(100) else "closed")
-except (ConnectionResetError, BrokenPipeError):
-    print("reset")
-"""
 
 
 class Foundation(unittest.TestCase):
@@ -119,8 +109,8 @@ class Foundation(unittest.TestCase):
     def test_direct_connection_is_refused(self):
         lab = self.lab
         self.start()
-        r = lab.exec("client", ["python3", "-c", DIRECT_PROBE, "127.0.0.1", PORT])
-        self.assertEqual(r.stdout.strip(), "reset", r.stderr)
+        probe = lab.reset_probe("client", "127.0.0.1", PORT)
+        self.assertEqual(probe, "reset")
 
     def test_unreachable_host_exits_69_and_installs_nothing(self):
         t = self.tprosshy(ONE.replace("host: srv1", "host: unreachable"))
