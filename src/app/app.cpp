@@ -201,8 +201,11 @@ int check(const cli& c) {
   }
   io.run();
   bool dns = wants_dns(cfg);
+  ports p{cfg.tcp_port, dns ? std::optional(cfg.dns_port) : std::nullopt};
+  if (p.tcp == 0 || (dns && *p.dns == 0))
+    std::cout << "# A port of 0 below stands for the free port tprosshy picks when it starts.\n";
   std::cout << nft::render(
-      make_ruleset(cfg, table, bypass, {cfg.tcp_port, dns ? cfg.dns_port : uint16_t(0)},
+      make_ruleset(cfg, table, bypass, p,
                    dns ? read_resolv_conf("/etc/resolv.conf") : std::vector<net::address>{}));
   return ex_ok;
 }
@@ -287,8 +290,8 @@ class runner {
 
     int failed = 0;
     try {
-      nl_.install(make_ruleset(cfg_, table_, bypass,
-                               {server_->port(), dns_ ? dns_->port() : uint16_t(0)},
+      ports p{server_->port(), dns_ ? std::optional(dns_->port()) : std::nullopt};
+      nl_.install(make_ruleset(cfg_, table_, bypass, p,
                                dns_ ? dns_->system_resolvers() : std::vector<net::address>{}));
       installed_ = true;
     } catch (const std::system_error& e) {

@@ -28,9 +28,10 @@ nft::ruleset make_ruleset(const config::config& cfg, const routing::table& table
   r.output = true;
   if (cfg.mode == config::run_mode::gateway) r.interfaces = cfg.gateway_interfaces;
   r.tcp_port = p.tcp;
-  r.dns_port = p.dns;
+  r.capture_dns = p.dns.has_value();
+  r.dns_port = p.dns.value_or(0);
   r.capture_all_dns = cfg.capture == config::dns_capture::all;
-  if (p.dns != 0) r.resolvers = resolvers;
+  if (p.dns) r.resolvers = resolvers;
   r.bypass = bypass;
   r.exclude = table.global_excludes();
   std::vector<nft::profile_routes> by_id(cfg.profiles.size());
@@ -41,7 +42,7 @@ nft::ruleset make_ruleset(const config::config& cfg, const routing::table& table
     auto& prof = cfg.profiles[id];
     if (!prof.enabled) continue;
     by_id[id].name = prof.name;
-    by_id[id].learned = p.dns != 0 && prof.dns.learn_routes && !prof.dns.domains.empty();
+    by_id[id].learned = p.dns && prof.dns.learn_routes && !prof.dns.domains.empty();
     r.profiles.push_back(std::move(by_id[id]));
   }
   return r;

@@ -2,6 +2,7 @@
 // From a loaded config to the values the subsystems run on: the routing table and the
 // ruleset. Both come from the same table, so the kernel and the dispatcher agree.
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -19,7 +20,7 @@ routing::table make_table(const config::config& cfg);
 
 struct ports {
   uint16_t tcp = 0;
-  uint16_t dns = 0;  // 0: no DNS capture
+  std::optional<uint16_t> dns;  // none: no DNS capture
 };
 
 // Whether any enabled profile resolves names: only then is DNS captured at all.

@@ -76,7 +76,7 @@ table make(const ruleset& r) {
   if (r.mark != 0) route.rules.push_back({{mark{r.mark}}, ret{}, "tprosshy's own sockets"});
 
   // 2. DNS, before the local-destination return: resolvers are often local (127.0.0.53).
-  if (r.dns_port != 0) {
+  if (r.capture_dns) {
     if (r.capture_all_dns) {
       for (uint8_t proto : {uint8_t(IPPROTO_UDP), uint8_t(IPPROTO_TCP)})
         route.rules.push_back({{l4proto{proto}, dport{53}}, redirect{r.dns_port}, "dns"});

@@ -37,8 +37,9 @@ struct ruleset {
   bool output = true;                   // nat output hook: this machine's own traffic
   std::vector<std::string> interfaces;  // nat prerouting hook on these (gateway mode)
   uint16_t tcp_port = 0;                // where routed TCP is redirected
-  uint16_t dns_port = 0;                // where captured DNS is redirected; 0: no DNS capture
-  bool capture_all_dns = false;         // every udp/53 and tcp/53, not just `resolvers`
+  bool capture_dns = false;             // redirect DNS (udp/53, tcp/53) to dns_port
+  uint16_t dns_port = 0;
+  bool capture_all_dns = false;  // every udp/53 and tcp/53, not just `resolvers`
   std::vector<net::address> resolvers;
   std::vector<endpoint> bypass;      // ssh servers
   std::vector<net::prefix> exclude;  // global excludes

@@ -386,6 +386,7 @@ TEST_F(nft_redirect, dns_to_a_resolver_reaches_the_dns_port) {
   ::getsockname(dns.fd, reinterpret_cast<sockaddr*>(&a), &len);
   ruleset r;
   r.tcp_port = 1;
+  r.capture_dns = true;
   r.dns_port = ntohs(a.sin_port);
   r.resolvers = {samples::ip("198.18.99.53")};
   netlink nl;

@@ -26,6 +26,7 @@ inline ruleset two_profiles() {
   ruleset r;
   r.mark = 0x7470;
   r.tcp_port = 40001;
+  r.capture_dns = true;
   r.dns_port = 40053;
   r.resolvers = {ip("127.0.0.53"), ip("198.18.0.53"), ip("fd00:53::1"), ip("127.0.0.53")};
   r.bypass = {{ip("198.18.1.10"), 22, "corp"}, {ip("fd00:1::10"), 2222, "lab-2"}};
@@ -41,6 +42,7 @@ inline ruleset gateway() {
   r.mark = 1;
   r.interfaces = {"eth1", "lan-bridge0"};
   r.tcp_port = 5000;
+  r.capture_dns = true;
   r.dns_port = 5353;
   r.capture_all_dns = true;
   r.bypass = {{ip("198.18.1.10"), 22, "corp"}};
