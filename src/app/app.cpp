@@ -288,6 +288,7 @@ class runner {
       co_await wake_.async_wait(asio::as_tuple(use_awaitable));
     }
 
+    if (dns_) co_await dns_->discovered(10s);
     int failed = 0;
     try {
       ports p{server_->port(), dns_ ? std::optional(dns_->port()) : std::nullopt};

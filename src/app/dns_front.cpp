@@ -81,9 +81,12 @@ asio::awaitable<tcp::socket> socks_connect(tcp::endpoint socks, tcp::endpoint ta
 }  // namespace
 
 struct dns_front::impl {
+  explicit impl(asio::any_io_executor ex) : done(ex, asio::steady_timer::time_point::max()) {}
   std::vector<net::address> resolvers;
   std::vector<remote_ns> ns;
   std::unique_ptr<dns::server> server;
+  std::size_t discovering = 0;
+  asio::steady_timer done;  // cancelled when the last discovery ends
 };
 
 dns_front::dns_front(std::unique_ptr<impl> i) : impl_(std::move(i)) {}
@@ -98,7 +101,7 @@ std::unique_ptr<dns_front> dns_front::make(asio::any_io_executor ex, const confi
       for (auto& d : cfg.profiles[id].dns.domains) router.add(d, id);
   if (router.empty()) return nullptr;
 
-  auto i = std::make_unique<impl>();
+  auto i = std::make_unique<impl>(ex);
   i->resolvers = read_resolv_conf("/etc/resolv.conf");
   std::vector<udp::endpoint> upstream;
   for (auto& u : cfg.dns_upstream) {
@@ -137,7 +140,9 @@ std::unique_ptr<dns_front> dns_front::make(asio::any_io_executor ex, const confi
     profiles[id] = std::make_shared<dns::tcp_upstream>(ex, connect);
     if (!slot->ep) {
       // Find the nameserver while the tunnel logs in, so the first query does not wait.
-      asio::co_spawn(ex, discover(p), [slot](std::exception_ptr e, tcp::endpoint ep) {
+      ++i->discovering;
+      asio::co_spawn(ex, discover(p), [slot, st = i.get()](std::exception_ptr e, tcp::endpoint ep) {
+        if (--st->discovering == 0) st->done.cancel();
         if (!e) {
           if (!slot->ep)
             spdlog::info("[{}] dns: remote nameserver {}", slot->profile->name,
@@ -163,6 +168,14 @@ std::unique_ptr<dns_front> dns_front::make(asio::any_io_executor ex, const confi
   i->server->on_answer(std::move(learn));
   i->server->start();
   return std::unique_ptr<dns_front>(new dns_front(std::move(i)));
+}
+
+asio::awaitable<void> dns_front::discovered(std::chrono::milliseconds limit) {
+  auto deadline = std::chrono::steady_clock::now() + limit;
+  while (impl_->discovering > 0 && std::chrono::steady_clock::now() < deadline) {
+    impl_->done.expires_at(deadline);
+    co_await impl_->done.async_wait(asio::as_tuple(use_awaitable));
+  }
 }
 
 std::uint16_t dns_front::port() const { return impl_->server->port(); }

@@ -3,8 +3,10 @@
 // (reached through the profile's own SOCKS tunnel), the local upstream, and the remote
 // nameserver found by reading the host's /etc/resolv.conf.
 #include <boost/asio/any_io_executor.hpp>
+#include <boost/asio/awaitable.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/ip/udp.hpp>
+#include <chrono>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -27,6 +29,9 @@ class dns_front {
                                          socks_fn socks, learn_fn learn);
   ~dns_front();
 
+  // Completes once every `nameserver: auto` profile knows its remote nameserver (or failed
+  // to learn it), so that "ready" means DNS answers too; at most `limit`.
+  boost::asio::awaitable<void> discovered(std::chrono::milliseconds limit);
   std::uint16_t port() const;
   // This machine's nameservers (its resolv.conf): queries sent to them are captured.
   const std::vector<net::address>& system_resolvers() const;

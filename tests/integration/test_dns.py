@@ -90,7 +90,11 @@ class Dns(unittest.TestCase):
         self.assertEqual(self.dig(lab["LOCAL_NAME"]), ("NOERROR", [lab["LOCAL_NAME_IP4"]]))
         self.assertEqual(self.dig(lab["T1_NX_NAME"])[0], "NXDOMAIN")
         self.assertEqual(self.dig(lab["T2_NX_NAME"])[0], "NXDOMAIN")
-        self.assertIn(", DNS on port", self.t.log())
+        log = self.t.log()
+        self.assertIn(", DNS on port", log)
+        # "ready" means DNS works too: both remote nameservers were known before it.
+        for p in ("net1", "net2"):
+            self.assertLess(log.index(f"[{p}] dns: remote nameserver"), log.index("ready:"))
 
     def syns_to_nameserver(self):
         """TCP connections the remote nameserver has been offered (an nft counter in t1)."""
