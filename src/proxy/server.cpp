@@ -188,9 +188,14 @@ struct server::impl : std::enable_shared_from_this<impl> {
     }
     client.set_option(tcp::no_delay(true), ec);
 
+    // Most clients speak first, right behind their handshake: waiting a moment for those
+    // bytes lets them ride along with the CONNECT and saves the request a round trip
+    // through ssh. A server-speaks-first protocol loses only this moment.
+    if (client.available(ec) == 0)
+      co_await (client.async_wait(tcp::socket::wait_read, as_tuple(use_awaitable)) ||
+                sleep_for(std::chrono::milliseconds(2)));
     auto g = self->gate_for(r->socks);
     co_await g->enter();
-    // Whatever the client has sent by now rides along with the CONNECT.
     std::array<std::uint8_t, 16384> early_buf;
     std::size_t early = 0;
     if (client.available(ec) > 0) early = client.read_some(asio::buffer(early_buf), ec);
