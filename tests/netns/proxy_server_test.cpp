@@ -384,7 +384,11 @@ class ProxyServer : public testing::Test {
       put64(buf.data(), down);
       auto [ec, n] =
           co_await asio::async_write(s, asio::buffer(buf.data(), 8), as_tuple(use_awaitable));
-      if (ec) co_return;
+      // A reset that arrives before we write is reported here, and then reads see EOF.
+      if (ec) {
+        if (!r.error) r.error = ec;
+        co_return;
+      }
       if (pause > 0ms) co_await sleep_for(pause);
       stream_gen g(up_seed(up));
       fnv h;
@@ -394,7 +398,10 @@ class ProxyServer : public testing::Test {
         h.add(buf.data(), k);
         auto [wec, w] =
             co_await asio::async_write(s, asio::buffer(buf.data(), k), as_tuple(use_awaitable));
-        if (wec) co_return;
+        if (wec) {
+          if (!r.error) r.error = wec;
+          co_return;
+        }
         sent += k;
       }
       r.up_hash = h.h;
