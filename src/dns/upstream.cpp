@@ -120,6 +120,7 @@ struct tcp_upstream::impl : std::enable_shared_from_this<impl> {
   connector connect;
   tcp_options opt;
   std::shared_ptr<conn> current;
+  std::shared_ptr<conn> standby;  // opened before `current` is used up
   bool connecting = false, closed = false;
   asio::steady_timer connected;  // cancelled whenever a connect attempt ends
   std::unordered_map<std::uint16_t, std::shared_ptr<pending>> flights;
@@ -139,6 +140,7 @@ struct tcp_upstream::impl : std::enable_shared_from_this<impl> {
     error_code ec;
     c->sock.close(ec);
     if (current == c) current.reset();
+    if (standby == c) standby.reset();
     for (auto id : c->ids)
       if (auto it = flights.find(id); it != flights.end() && !it->second->answer) {
         it->second->lost = true;
@@ -153,11 +155,27 @@ struct tcp_upstream::impl : std::enable_shared_from_this<impl> {
       auto old = std::exchange(current, nullptr);  // drains: closed by its last query
       if (old->ids.empty()) drop(old);
     }
-    if (current) co_return current;
-    if (connecting) {
-      co_await connected.async_wait(as_tuple(use_awaitable));
-      co_return current;
+    if (!current && standby) current = std::exchange(standby, nullptr);
+    if (!current) {
+      if (connecting)
+        co_await connected.async_wait(as_tuple(use_awaitable));
+      else
+        co_await open();
+      if (closed) co_return nullptr;
+      if (!current && standby) current = std::exchange(standby, nullptr);
+      if (!current) co_return nullptr;
     }
+    // dnsmasq, for one, closes a connection after 100 queries: open the next one while
+    // this one still serves, so queries never wait for a reconnect through the tunnel.
+    if (!standby && !connecting && current->sent + opt.max_queries / 4 >= opt.max_queries)
+      asio::co_spawn(
+          ex, [self] { return self->open(); }, asio::detached);
+    co_return current;
+  }
+
+  // One connect attempt at a time; a new connection becomes `standby`.
+  awaitable<void> open() {
+    auto self = shared_from_this();
     connecting = true;
     std::shared_ptr<conn> c;
     // A failed connect must finish the race at once (`||` waits for the first success):
@@ -181,12 +199,11 @@ struct tcp_upstream::impl : std::enable_shared_from_this<impl> {
       c.reset();
     }
     if (c) {
-      current = c;
+      standby = c;
       ++made;
       asio::co_spawn(ex, read_loop(self, c), asio::detached);
     }
     connected.cancel();
-    co_return c;
   }
 
   static awaitable<void> read_loop(std::shared_ptr<impl> self, std::shared_ptr<conn> c) {
@@ -276,6 +293,7 @@ struct tcp_upstream::impl : std::enable_shared_from_this<impl> {
   void close() {
     closed = true;
     if (current) drop(current);
+    if (standby) drop(standby);
     for (auto& [id, p] : flights) {
       p->lost = true;
       p->wake.cancel();

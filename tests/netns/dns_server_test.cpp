@@ -410,12 +410,15 @@ awaitable<int> concurrent(udp::endpoint server, int first, int count) {
 TEST_F(DnsServer, ManyConcurrentQueriesShareOneConnection) {
   make_server();
   EXPECT_EQ(run(io_, concurrent(udp_, 0, 95)), 95);
-  EXPECT_EQ(relay_->accepted, 1);
+  // One connection carries them all; past 3/4 of its 100 queries the next one is opened
+  // to stand by.
+  EXPECT_EQ(relay_->accepted, 2);
   // 200 more: dnsmasq serves at most 100 queries per TCP connection, so the upstream moves
-  // to a fresh one after 100 (max_queries) rather than lose the rest.
+  // to the standby after 100 (max_queries) rather than lose the rest: 100 + 100 + 95
+  // queries on three connections, and a fourth standing by.
   EXPECT_EQ(run(io_, concurrent(udp_, 100, 200)), 200);
-  EXPECT_EQ(relay_->accepted, 3);
-  EXPECT_EQ(profile_->connections_made(), 3u);
+  EXPECT_EQ(relay_->accepted, 4);
+  EXPECT_EQ(profile_->connections_made(), 4u);
   EXPECT_EQ(server_->stats().queries, 295u);
   EXPECT_EQ(server_->stats().upstream_errors, 0u);
 }
@@ -606,8 +609,10 @@ TEST_F(DnsUpstream, TcpResendsWhenTheConnectionIsCut) {
     co_return ok;
   };
   EXPECT_EQ(run(io_, test()), 100);
-  EXPECT_EQ(r.accepted, 2);
-  EXPECT_EQ(up->connections_made(), 2u);
+  // The cut one, the one they were re-sent on, and standbys opened as each filled up.
+  EXPECT_GE(r.accepted, 2);
+  EXPECT_LE(r.accepted, 4);
+  EXPECT_EQ(up->connections_made(), static_cast<std::size_t>(r.accepted));
   EXPECT_EQ(up->in_flight(), 0u);
 }
 
