@@ -334,6 +334,23 @@ class Lab:
         return self.state / f"{stem}-{self._files}"
 
 
+class LabTestCase(unittest.TestCase):
+    """One lab for the whole class; every tprosshy a test starts is killed after it."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.lab = Lab().up()
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.lab.down()
+
+    def tprosshy(self, config, **kw):
+        t = self.lab.tprosshy(config, **kw)
+        self.addCleanup(t.kill)
+        return t
+
+
 class Tprosshy:
     """tprosshy -c CONFIG in a lab namespace, stdout+stderr to a log file in the state dir."""
 

@@ -8,7 +8,7 @@ import tempfile
 import unittest
 from pathlib import Path
 
-from lab import Lab, LabError, parse_who, stream_bytes, stream_sha256, tprosshy_bin, wait_until
+from lab import LabTestCase, LabError, parse_who, stream_bytes, stream_sha256, tprosshy_bin, wait_until
 
 ONE = """
 listen: {tcp_port: @PORT@}
@@ -21,19 +21,9 @@ profiles:
 PORT = "12345"
 
 
-class Foundation(unittest.TestCase):
-    @classmethod
-    def setUpClass(cls):
-        cls.lab = Lab().up()
-
-    @classmethod
-    def tearDownClass(cls):
-        cls.lab.down()
-
+class Foundation(LabTestCase):
     def tprosshy(self, config=ONE, **kw):
-        t = self.lab.tprosshy(config.replace("@PORT@", PORT), **kw)
-        self.addCleanup(t.kill)
-        return t
+        return super().tprosshy(config.replace("@PORT@", PORT), **kw)
 
     def start(self, config=ONE):
         t = self.tprosshy(config)

@@ -5,7 +5,7 @@ import subprocess
 import time
 import unittest
 
-from lab import CLIENT_PY, Lab, LabError, parse_who, stream_sha256, wait_until
+from lab import CLIENT_PY, LabError, LabTestCase, parse_who, stream_sha256, wait_until
 
 TWO = """
 listen: {tcp_port: 12346}
@@ -22,20 +22,7 @@ profiles:
 
 
 
-class Router(unittest.TestCase):
-    @classmethod
-    def setUpClass(cls):
-        cls.lab = Lab().up()
-
-    @classmethod
-    def tearDownClass(cls):
-        cls.lab.down()
-
-    def tprosshy(self, config):
-        t = self.lab.tprosshy(config)
-        self.addCleanup(t.kill)
-        return t
-
+class Router(LabTestCase):
     def two(self, narrow_host="srv2", extra=""):
         return extra + TWO.replace("@NARROW_HOST@", narrow_host)
 
