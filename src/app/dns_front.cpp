@@ -5,10 +5,8 @@
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
-#include <boost/asio/read.hpp>
 #include <boost/asio/this_coro.hpp>
 #include <boost/asio/use_awaitable.hpp>
-#include <boost/asio/write.hpp>
 #include <fstream>
 #include <sstream>
 #include <stdexcept>
@@ -18,7 +16,7 @@
 #include "dns/router.hpp"
 #include "dns/server.hpp"
 #include "dns/upstream.hpp"
-#include "proxy/socks5.hpp"
+#include "proxy/socks_client.hpp"
 #include "tunnel/ssh.hpp"
 
 namespace tprosshy::app {
@@ -50,32 +48,6 @@ asio::awaitable<tcp::endpoint> discover(const config::profile& p) {
   auto servers = dns::parse_resolv_conf(text);
   if (servers.empty()) throw std::runtime_error("the remote /etc/resolv.conf names no nameserver");
   co_return tcp::endpoint(servers.front(), 53);
-}
-
-// SOCKS5 CONNECT to the nameserver through the profile's ssh -D: DNS rides the tunnel
-// that is already up, with no extra port or ssh option.
-asio::awaitable<tcp::socket> socks_connect(tcp::endpoint socks, tcp::endpoint target) {
-  tcp::socket s(co_await asio::this_coro::executor);
-  co_await s.async_connect(socks, use_awaitable);
-  s.set_option(tcp::no_delay(true));
-  co_await asio::async_write(s, asio::buffer(proxy::socks5::encode_connect(target)), use_awaitable);
-  std::vector<std::uint8_t> buf;
-  std::size_t need = 2;
-  for (;;) {
-    auto have = buf.size();
-    buf.resize(need);
-    co_await asio::async_read(s, asio::buffer(buf.data() + have, need - have), use_awaitable);
-    auto a = proxy::socks5::parse_answer(buf);
-    if (a.state == proxy::socks5::status::ok) co_return s;
-    if (a.state == proxy::socks5::status::incomplete && a.size > buf.size()) {
-      need = a.size;
-      continue;
-    }
-    throw std::runtime_error(a.state == proxy::socks5::status::refused
-                                 ? "nameserver " + target.address().to_string() + ": " +
-                                       std::string(proxy::socks5::describe(a.code))
-                                 : std::string("bad SOCKS answer: ") + std::string(a.error));
-  }
 }
 
 }  // namespace
@@ -135,7 +107,11 @@ std::unique_ptr<dns_front> dns_front::make(asio::any_io_executor ex, const confi
         spdlog::info("[{}] dns: remote nameserver {}", slot->profile->name,
                      slot->ep->address().to_string());
       }
-      co_return co_await socks_connect(*s, *slot->ep);
+      // DNS rides the tunnel that is already up, with no extra port or ssh option.
+      tcp::socket sock(co_await asio::this_coro::executor);
+      auto why = co_await proxy::socks_connect(sock, *s, *slot->ep);
+      if (!why.empty()) throw std::runtime_error(why);
+      co_return sock;
     };
     profiles[id] = std::make_shared<dns::tcp_upstream>(ex, connect);
     if (!slot->ep) {

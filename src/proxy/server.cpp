@@ -11,12 +11,10 @@
 #include <boost/asio/experimental/awaitable_operators.hpp>
 #include <boost/asio/experimental/concurrent_channel.hpp>
 #include <boost/asio/ip/v6_only.hpp>
-#include <boost/asio/read.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/strand.hpp>
 #include <boost/asio/this_coro.hpp>
 #include <boost/asio/use_awaitable.hpp>
-#include <boost/asio/write.hpp>
 #include <csignal>
 #include <exception>
 #include <map>
@@ -26,6 +24,7 @@
 #include "proxy/original_dst.hpp"
 #include "proxy/relay.hpp"
 #include "proxy/socks5.hpp"
+#include "proxy/socks_client.hpp"
 
 namespace tprosshy::proxy {
 
@@ -36,54 +35,9 @@ using boost::system::error_code;
 
 namespace {
 
-std::string str(const tcp::endpoint& e) {
-  const auto a = e.address();
-  return a.is_v6() ? fmt::format("[{}]:{}", a.to_string(), e.port())
-                   : fmt::format("{}:{}", a.to_string(), e.port());
-}
-
 std::shared_ptr<spdlog::logger> logger() {
   auto l = spdlog::get("proxy");
   return l ? l : spdlog::default_logger();
-}
-
-// Connects to the SOCKS server and asks it for `dst`, with the client's first bytes (if it
-// sent any yet) in the same write: OpenSSH's -D takes all of it and forwards the bytes once
-// the channel opens, which saves the request a round trip. Empty on success, else why not.
-// Reads exactly the reply, so no relayed byte is consumed here.
-asio::awaitable<std::string> socks_connect(tcp::socket& up, const tcp::endpoint& socks,
-                                           const tcp::endpoint& dst,
-                                           std::span<const std::uint8_t> early) {
-  auto [ec] = co_await up.async_connect(socks, as_tuple(use_awaitable));
-  if (ec) co_return fmt::format("cannot reach SOCKS server {}: {}", str(socks), ec.message());
-  up.set_option(tcp::no_delay(true), ec);
-  const auto request = socks5::encode_connect(dst);
-  const std::array<asio::const_buffer, 2> out{asio::buffer(request), asio::buffer(early)};
-  auto [wec, written] = co_await asio::async_write(up, out, as_tuple(use_awaitable));
-  if (wec) co_return fmt::format("SOCKS request failed: {}", wec.message());
-
-  std::array<std::uint8_t, socks5::max_answer> buf;
-  std::size_t have = 0;
-  auto answer = socks5::parse_answer({buf.data(), have});
-  while (answer.state == socks5::status::incomplete) {
-    auto [rec, n] = co_await asio::async_read(
-        up, asio::buffer(buf.data() + have, answer.size - have), as_tuple(use_awaitable));
-    have += n;
-    answer = socks5::parse_answer({buf.data(), have});
-    if (rec && answer.state == socks5::status::incomplete) {
-      co_return rec == asio::error::eof
-          ? fmt::format("SOCKS server closed the connection after {} answer bytes", have)
-          : fmt::format("SOCKS reply failed: {}", rec.message());
-    }
-  }
-  switch (answer.state) {
-    case socks5::status::ok:
-      co_return std::string();
-    case socks5::status::refused:
-      co_return fmt::format("SOCKS reply {} ({})", answer.code, socks5::describe(answer.code));
-    default:
-      co_return fmt::format("SOCKS protocol error: {}", answer.error);
-  }
 }
 
 // At most `limit` SOCKS handshakes at once per tunnel. ssh listens with a backlog of 128
@@ -136,7 +90,7 @@ struct server::impl : std::enable_shared_from_this<impl> {
 
   asio::awaitable<void> accept_loop(tcp::acceptor& acc) {
     auto self = shared_from_this();
-    const auto where = str(acc.local_endpoint());
+    const auto where = endpoint_text(acc.local_endpoint());
     for (;;) {
       // Each flow gets a strand, so it stays sequential however many threads run `ex`.
       auto [ec, client] = co_await acc.async_accept(asio::make_strand(ex), as_tuple(use_awaitable));
@@ -170,7 +124,7 @@ struct server::impl : std::enable_shared_from_this<impl> {
     const auto original = original_dst(client, ec);
     // Only redirected flows are relayed: anything else connected to the listener itself.
     if (!original || *original == local) {
-      log.info("refusing {}: not a redirected flow ({})", str(peer),
+      log.info("refusing {}: not a redirected flow ({})", endpoint_text(peer),
                original ? "addressed to the listener" : ec.message());
       reset(client);
       co_return;
@@ -179,10 +133,11 @@ struct server::impl : std::enable_shared_from_this<impl> {
     try {
       r = self->route(*original);
     } catch (const std::exception& e) {
-      log.error("router failed for {}: {}", str(*original), e.what());
+      log.error("router failed for {}: {}", endpoint_text(*original), e.what());
     }
     if (!r) {
-      log.debug("{} -> {}: no route or tunnel down, reset", str(peer), str(*original));
+      log.debug("{} -> {}: no route or tunnel down, reset", endpoint_text(peer),
+                endpoint_text(*original));
       reset(client);
       co_return;
     }
@@ -205,19 +160,20 @@ struct server::impl : std::enable_shared_from_this<impl> {
     g->leave();
     std::string why = outcome.index() == 0 ? std::get<0>(outcome) : "SOCKS setup timed out";
     if (!why.empty()) {
-      log.info("{}: {} -> {}: {}, reset", r->profile, str(peer), str(*original), why);
+      log.info("{}: {} -> {}: {}, reset", r->profile, endpoint_text(peer), endpoint_text(*original),
+               why);
       reset(client);
       reset(up);
       co_return;
     }
-    log.debug("{}: {} -> {} relaying", r->profile, str(peer), str(*original));
+    log.debug("{}: {} -> {} relaying", r->profile, endpoint_text(peer), endpoint_text(*original));
     const auto res = co_await relay(client, up);
     if (res.error)
-      log.debug("{}: {} -> {} reset after {}/{} bytes: {}", r->profile, str(peer), str(*original),
-                res.a_to_b, res.b_to_a, res.error.message());
+      log.debug("{}: {} -> {} reset after {}/{} bytes: {}", r->profile, endpoint_text(peer),
+                endpoint_text(*original), res.a_to_b, res.b_to_a, res.error.message());
     else
-      log.debug("{}: {} -> {} closed after {}/{} bytes", r->profile, str(peer), str(*original),
-                res.a_to_b, res.b_to_a);
+      log.debug("{}: {} -> {} closed after {}/{} bytes", r->profile, endpoint_text(peer),
+                endpoint_text(*original), res.a_to_b, res.b_to_a);
   }
 };
 
