@@ -31,6 +31,7 @@
 #include "nft/netlink.hpp"
 #include "proxy/server.hpp"
 #include "routing/table.hpp"
+#include "tunnel/control_dir.hpp"
 #include "tunnel/ssh.hpp"
 #include "tunnel/tunnel.hpp"
 
@@ -242,10 +243,9 @@ class runner {
       for (auto& ep : server_->local_endpoints()) addrs.push_back(ep.address());
       dns_ = dns_front::make(
           ex, cfg_, addrs,
-          [this](std::size_t id) -> std::optional<asio::ip::tcp::endpoint> {
-            if (id < tunnels_.size() && tunnels_[id] && tunnels_[id]->up())
-              return tunnels_[id]->socks();
-            return std::nullopt;
+          [this](std::size_t id) -> std::shared_ptr<tunnel::tunnel> {
+            if (id < tunnels_.size() && tunnels_[id] && tunnels_[id]->up()) return tunnels_[id];
+            return nullptr;
           },
           [this](std::size_t id, const net::address& a, std::uint32_t ttl) { learn(id, a, ttl); });
     } catch (const boost::system::system_error& e) {
@@ -337,7 +337,8 @@ class runner {
     o.profile = p.name;
     o.destination = p.host;
     o.ssh_args = p.ssh_args;
-    tunnels_[id] = std::make_unique<tunnel::tunnel>(
+    o.control_path = dir_.socket(p.name);
+    tunnels_[id] = std::make_shared<tunnel::tunnel>(
         co_await asio::this_coro::executor, o,
         [this, id](tunnel::state s, const std::string& why) { on_state(id, s, why); });
     co_await tunnels_[id]->run();
@@ -346,7 +347,8 @@ class runner {
   void on_state(std::size_t id, tunnel::state s, const std::string& why) {
     auto& name = cfg_.profiles[id].name;
     if (s == tunnel::state::up) {
-      spdlog::info("[{}] tunnel up (SOCKS on {})", name, tunnels_[id]->socks().port());
+      spdlog::info("[{}] tunnel up (ssh pid {})", name, tunnels_[id]->pid());
+      if (dns_) dns_->tunnel_up(id);
     } else if (s == tunnel::state::down) {
       reason_[id] = why.empty() ? "ssh exited" : why;
       spdlog::warn("[{}] tunnel down: {}", name, reason_[id]);
@@ -386,31 +388,32 @@ class runner {
       spdlog::debug("{}: no tunnel up for it; reset", dst.address().to_string());
       return std::nullopt;
     }
-    return proxy::route{cfg_.profiles[*id].name, tunnels_[*id]->socks()};
+    return proxy::route{cfg_.profiles[*id].name, tunnels_[*id]};
   }
 
+  // Open flows are reset while the ruleset is still in, so their resets reach the clients
+  // through the same NAT translation as the rest of each flow.
   asio::awaitable<int> shutdown(int code) {
     stopping_ = true;
     if (dns_) dns_->stop();
+    if (server_) server_->stop();
+    for (auto& t : tunnels_)
+      if (t) t->stop();
+    asio::steady_timer t(co_await asio::this_coro::executor);
+    for (int i = 0; i < 100; ++i) {
+      bool all = !server_ || server_->active_flows() == 0;
+      for (auto& tn : tunnels_)
+        if (tn && tn->current() != tunnel::state::stopped) all = false;
+      if (all) break;
+      t.expires_after(20ms);
+      co_await t.async_wait(use_awaitable);
+    }
     if (installed_) {
       try {
         nl_.remove();
       } catch (const std::exception& e) {
         spdlog::error("cannot remove the nftables table: {}", e.what());
       }
-    }
-    if (server_) server_->stop();
-    for (auto& t : tunnels_)
-      if (t) t->stop();
-    // Give ssh a moment to exit on SIGTERM; the process handles kill what is left.
-    asio::steady_timer t(co_await asio::this_coro::executor);
-    for (int i = 0; i < 100; ++i) {
-      bool all = true;
-      for (auto& tn : tunnels_)
-        if (tn && tn->current() != tunnel::state::stopped) all = false;
-      if (all) break;
-      t.expires_after(20ms);
-      co_await t.async_wait(use_awaitable);
     }
     io_.stop();
     co_return code;
@@ -423,7 +426,8 @@ class runner {
   std::optional<proxy::server> server_;
   std::unique_ptr<dns_front> dns_;
   bool stopping_ = false;
-  std::vector<std::unique_ptr<tunnel::tunnel>> tunnels_;
+  tunnel::control_dir dir_;
+  std::vector<std::shared_ptr<tunnel::tunnel>> tunnels_;
   std::vector<bool> first_;
   std::vector<std::string> reason_ = std::vector<std::string>(cfg_.profiles.size());
   asio::steady_timer wake_{io_};

@@ -16,8 +16,6 @@
 #include "dns/router.hpp"
 #include "dns/server.hpp"
 #include "dns/upstream.hpp"
-#include "proxy/socks_client.hpp"
-#include "tunnel/ssh.hpp"
 
 namespace tprosshy::app {
 
@@ -37,14 +35,14 @@ namespace {
 
 // A profile's nameserver: configured, or the first one of the host's own resolv.conf.
 struct remote_ns {
-  const config::profile* profile;
+  const config::profile* profile = nullptr;
   std::optional<tcp::endpoint> ep;
+  bool reading = false;
 };
 
-asio::awaitable<tcp::endpoint> discover(const config::profile& p) {
+asio::awaitable<tcp::endpoint> discover(tunnel::tunnel& t) {
   // No awk or anything else: cat is on every host, and the parsing happens here.
-  std::vector<std::string> cmd{"cat", "/etc/resolv.conf"};
-  auto text = co_await tunnel::remote_output(p.ssh_args, p.host, cmd);
+  auto text = co_await t.exec("cat /etc/resolv.conf", std::chrono::seconds(10));
   auto servers = dns::parse_resolv_conf(text);
   if (servers.empty()) throw std::runtime_error("the remote /etc/resolv.conf names no nameserver");
   co_return tcp::endpoint(servers.front(), 53);
@@ -53,9 +51,11 @@ asio::awaitable<tcp::endpoint> discover(const config::profile& p) {
 }  // namespace
 
 struct dns_front::impl {
-  explicit impl(asio::any_io_executor ex) : done(ex, asio::steady_timer::time_point::max()) {}
+  explicit impl(asio::any_io_executor e) : ex(e), done(e, asio::steady_timer::time_point::max()) {}
+  asio::any_io_executor ex;
   std::vector<net::address> resolvers;
   std::vector<remote_ns> ns;
+  tunnel_fn tunnel;
   std::unique_ptr<dns::server> server;
   std::size_t discovering = 0;
   asio::steady_timer done;  // cancelled when the last discovery ends
@@ -66,7 +66,7 @@ dns_front::~dns_front() = default;
 
 std::unique_ptr<dns_front> dns_front::make(asio::any_io_executor ex, const config::config& cfg,
                                            const std::vector<asio::ip::address>& listen,
-                                           socks_fn socks, learn_fn learn) {
+                                           tunnel_fn tunnel, learn_fn learn) {
   dns::router router;
   for (std::size_t id = 0; id < cfg.profiles.size(); ++id)
     if (cfg.profiles[id].enabled)
@@ -89,6 +89,7 @@ std::unique_ptr<dns_front> dns_front::make(asio::any_io_executor ex, const confi
                                       ex, upstream, dns::udp_options{.mark = own_mark});
 
   i->ns.resize(cfg.profiles.size());
+  i->tunnel = std::move(tunnel);
   std::vector<std::shared_ptr<dns::upstream>> profiles(cfg.profiles.size());
   for (std::size_t id = 0; id < cfg.profiles.size(); ++id) {
     auto& p = cfg.profiles[id];
@@ -99,41 +100,19 @@ std::unique_ptr<dns_front> dns_front::make(asio::any_io_executor ex, const confi
       auto e = config::parse_endpoint(p.dns.nameserver);
       if (e) slot->ep = tcp::endpoint(e->address, e->port.value_or(53));
     }
-    auto connect = [slot, id, socks]() -> asio::awaitable<tcp::socket> {
-      auto s = socks(id);
-      if (!s) throw std::runtime_error("tunnel is down");
+    auto connect = [slot, id, st = i.get()]() -> asio::awaitable<dns::link> {
+      auto t = st->tunnel(id);
+      if (!t) throw std::runtime_error("tunnel is down");
       if (!slot->ep) {
-        slot->ep = co_await discover(*slot->profile);
+        slot->ep = co_await discover(*t);
         spdlog::info("[{}] dns: remote nameserver {}", slot->profile->name,
                      slot->ep->address().to_string());
       }
-      // DNS rides the tunnel that is already up, with no extra port or ssh option.
-      tcp::socket sock(co_await asio::this_coro::executor);
-      auto why = co_await proxy::socks_connect(sock, *s, *slot->ep);
-      if (!why.empty()) throw std::runtime_error(why);
-      co_return sock;
+      auto s = co_await t->open(*slot->ep);
+      co_return dns::link{asio::generic::stream_protocol::socket(std::move(s.data)),
+                          std::make_shared<tunnel::mux::socket>(std::move(s.control))};
     };
     profiles[id] = std::make_shared<dns::tcp_upstream>(ex, connect);
-    if (!slot->ep) {
-      // Find the nameserver while the tunnel logs in, so the first query does not wait.
-      ++i->discovering;
-      asio::co_spawn(ex, discover(p), [slot, st = i.get()](std::exception_ptr e, tcp::endpoint ep) {
-        if (--st->discovering == 0) st->done.cancel();
-        if (!e) {
-          if (!slot->ep)
-            spdlog::info("[{}] dns: remote nameserver {}", slot->profile->name,
-                         ep.address().to_string());
-          slot->ep = ep;
-          return;
-        }
-        try {
-          std::rethrow_exception(e);
-        } catch (const std::exception& x) {
-          spdlog::warn("[{}] dns: cannot read the remote /etc/resolv.conf: {}", slot->profile->name,
-                       x.what());
-        }
-      });
-    }
   }
 
   std::vector<udp::endpoint> eps;
@@ -144,6 +123,35 @@ std::unique_ptr<dns_front> dns_front::make(asio::any_io_executor ex, const confi
   i->server->on_answer(std::move(learn));
   i->server->start();
   return std::unique_ptr<dns_front>(new dns_front(std::move(i)));
+}
+
+void dns_front::tunnel_up(std::size_t id) {
+  if (id >= impl_->ns.size()) return;
+  auto* slot = &impl_->ns[id];
+  if (!slot->profile || slot->ep || slot->reading) return;
+  auto t = impl_->tunnel(id);
+  if (!t) return;
+  // Read the nameserver now, so the first query does not wait for it.
+  slot->reading = true;
+  ++impl_->discovering;
+  asio::co_spawn(impl_->ex, discover(*t),
+                 [slot, t, st = impl_.get()](std::exception_ptr e, tcp::endpoint ep) {
+                   slot->reading = false;
+                   if (--st->discovering == 0) st->done.cancel();
+                   if (!e) {
+                     if (!slot->ep)
+                       spdlog::info("[{}] dns: remote nameserver {}", slot->profile->name,
+                                    ep.address().to_string());
+                     slot->ep = ep;
+                     return;
+                   }
+                   try {
+                     std::rethrow_exception(e);
+                   } catch (const std::exception& x) {
+                     spdlog::warn("[{}] dns: cannot read the remote /etc/resolv.conf: {}",
+                                  slot->profile->name, x.what());
+                   }
+                 });
 }
 
 asio::awaitable<void> dns_front::discovered(std::chrono::milliseconds limit) {

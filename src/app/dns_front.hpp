@@ -1,7 +1,7 @@
 #pragma once
 // The DNS side of a run: the dns::server, one pipelined upstream per profile with domains
-// (reached through the profile's own SOCKS tunnel), the local upstream, and the remote
-// nameserver found by reading the host's /etc/resolv.conf.
+// (a channel through the profile's own ssh master), the local upstream, and the remote
+// nameserver found by reading the host's /etc/resolv.conf through that master.
 #include <boost/asio/any_io_executor.hpp>
 #include <boost/asio/awaitable.hpp>
 #include <boost/asio/ip/tcp.hpp>
@@ -14,23 +14,26 @@
 #include <vector>
 
 #include "config/config.hpp"
+#include "tunnel/tunnel.hpp"
 
 namespace tprosshy::app {
 
 class dns_front {
  public:
-  // The SOCKS endpoint of a profile's tunnel while it is up.
-  using socks_fn = std::function<std::optional<boost::asio::ip::tcp::endpoint>(std::size_t)>;
+  // A profile's tunnel while it is up, else null.
+  using tunnel_fn = std::function<std::shared_ptr<tunnel::tunnel>(std::size_t)>;
   using learn_fn = std::function<void(std::size_t, const net::address&, std::uint32_t)>;
 
   // Null when no enabled profile has DNS domains: then nothing is captured.
   static std::unique_ptr<dns_front> make(boost::asio::any_io_executor ex, const config::config& cfg,
                                          const std::vector<boost::asio::ip::address>& listen,
-                                         socks_fn socks, learn_fn learn);
+                                         tunnel_fn tunnel, learn_fn learn);
   ~dns_front();
 
-  // Completes once every `nameserver: auto` profile knows its remote nameserver (or failed
-  // to learn it), so that "ready" means DNS answers too; at most `limit`.
+  // A profile's tunnel came up: a `nameserver: auto` profile reads its remote nameserver.
+  void tunnel_up(std::size_t id);
+  // Completes once every nameserver being read is known (or failed), so that "ready" means
+  // DNS answers too; at most `limit`.
   boost::asio::awaitable<void> discovered(std::chrono::milliseconds limit);
   std::uint16_t port() const;
   // This machine's nameservers (its resolv.conf): queries sent to them are captured.

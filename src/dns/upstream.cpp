@@ -96,8 +96,9 @@ awaitable<std::optional<bytes>> ask_tcp(tcp::endpoint server, bytes q, std::uint
 
 struct tcp_upstream::impl : std::enable_shared_from_this<impl> {
   struct conn {
-    explicit conn(tcp::socket s) : sock(std::move(s)) {}
-    tcp::socket sock;
+    explicit conn(link l) : sock(std::move(l.sock)), keep(std::move(l.keep)) {}
+    asio::generic::stream_protocol::socket sock;
+    std::shared_ptr<void> keep;
     std::deque<bytes> out;
     bool writing = false, dead = false;
     std::size_t sent = 0;
@@ -139,6 +140,7 @@ struct tcp_upstream::impl : std::enable_shared_from_this<impl> {
     c->dead = true;
     error_code ec;
     c->sock.close(ec);
+    c->keep.reset();
     if (current == c) current.reset();
     if (standby == c) standby.reset();
     for (auto id : c->ids)
@@ -180,7 +182,7 @@ struct tcp_upstream::impl : std::enable_shared_from_this<impl> {
     std::shared_ptr<conn> c;
     // A failed connect must finish the race at once (`||` waits for the first success):
     // a dead tunnel or nameserver then gives SERVFAIL quickly instead of after timeouts.
-    auto attempt = [this]() -> awaitable<std::optional<tcp::socket>> {
+    auto attempt = [this]() -> awaitable<std::optional<link>> {
       try {
         co_return co_await connect();
       } catch (const std::exception&) {
@@ -190,7 +192,7 @@ struct tcp_upstream::impl : std::enable_shared_from_this<impl> {
     asio::steady_timer t(ex);
     t.expires_after(opt.connect_timeout);
     auto r = co_await (attempt() || t.async_wait(as_tuple(use_awaitable)));
-    if (r.index() == 0 && std::get<0>(r) && std::get<0>(r)->is_open())
+    if (r.index() == 0 && std::get<0>(r) && std::get<0>(r)->sock.is_open())
       c = std::make_shared<conn>(std::move(*std::get<0>(r)));
     connecting = false;
     if (c && closed) {

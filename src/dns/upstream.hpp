@@ -4,6 +4,7 @@
 // Not thread-safe: use each object from one thread (or pass a strand as the executor).
 #include <boost/asio/any_io_executor.hpp>
 #include <boost/asio/awaitable.hpp>
+#include <boost/asio/generic/stream_protocol.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/ip/udp.hpp>
 #include <chrono>
@@ -34,11 +35,18 @@ struct tcp_options {
   std::size_t max_queries = 100;
 };
 
+// A connected byte stream to a nameserver: a TCP socket, or one end of a socketpair that
+// an ssh master relays. `keep` holds whatever must live as long as the stream.
+struct link {
+  boost::asio::generic::stream_protocol::socket sock;
+  std::shared_ptr<void> keep;
+};
+
 class tcp_upstream : public upstream {
  public:
-  // Opens a connected socket to the nameserver, e.g. SOCKS5 CONNECT through ssh -D.
+  // Opens a stream to the nameserver, e.g. a channel through a profile's ssh master.
   // Throws (or the socket is not open) on failure.
-  using connector = std::function<boost::asio::awaitable<boost::asio::ip::tcp::socket>()>;
+  using connector = std::function<boost::asio::awaitable<link>()>;
 
   tcp_upstream(boost::asio::any_io_executor ex, connector c, tcp_options o = {});
   ~tcp_upstream() override;  // closes the connection; pending queries get nullopt

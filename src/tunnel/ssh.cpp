@@ -1,18 +1,16 @@
 #include "tunnel/ssh.hpp"
 
 #include <boost/asio/as_tuple.hpp>
-#include <boost/asio/connect.hpp>
 #include <boost/asio/experimental/awaitable_operators.hpp>
 #include <boost/asio/read.hpp>
 #include <boost/asio/readable_pipe.hpp>
-#include <boost/asio/steady_timer.hpp>
 #include <boost/asio/this_coro.hpp>
 #include <boost/asio/use_awaitable.hpp>
-#include <boost/asio/write.hpp>
 #include <charconv>
 #include <sstream>
 #include <stdexcept>
 
+#include "net/resolve.hpp"
 #include "tunnel/process.hpp"
 
 namespace tprosshy::tunnel {
@@ -150,24 +148,6 @@ asio::awaitable<ssh_facts> query(const std::vector<std::string>& ssh_args,
   co_return parse_ssh_g(r.out);
 }
 
-asio::awaitable<std::string> remote_output(const std::vector<std::string>& ssh_args,
-                                           const std::string& destination,
-                                           const std::vector<std::string>& command) {
-  std::vector<std::string> args{
-      "-T", "-o", "BatchMode=yes", "-o", "ControlMaster=no", "-o", "ControlPath=none"};
-  args.insert(args.end(), ssh_args.begin(), ssh_args.end());
-  args.push_back("--");
-  args.push_back(destination);
-  args.insert(args.end(), command.begin(), command.end());
-  auto r = co_await run_ssh(args);
-  if (r.rc != 0) {
-    auto why = ssh_message(r.err);
-    throw std::runtime_error("ssh " + destination + " failed (" + std::to_string(r.rc) + ")" +
-                             (why.empty() ? "" : ": " + why));
-  }
-  co_return r.out;
-}
-
 asio::awaitable<std::vector<tcp::endpoint>> server_endpoints(
     const std::vector<std::string>& ssh_args, const std::string& destination) {
   auto facts = co_await query(ssh_args, destination);
@@ -182,52 +162,29 @@ asio::awaitable<std::vector<tcp::endpoint>> server_endpoints(
     facts = co_await query(args, j->destination);
     facts.proxy_jump.clear();
   }
-  std::vector<tcp::endpoint> eps;
-  if (facts.proxy_command) co_return eps;
-  tcp::resolver resolver(co_await asio::this_coro::executor);
-  auto [ec, results] = co_await resolver.async_resolve(facts.hostname, std::to_string(facts.port),
-                                                       asio::as_tuple(use_awaitable));
-  if (ec)
-    throw std::runtime_error("cannot resolve ssh server '" + facts.hostname + "': " + ec.message());
-  for (auto& r : results)
-    if (std::find(eps.begin(), eps.end(), r.endpoint()) == eps.end()) eps.push_back(r.endpoint());
-  co_return eps;
+  if (facts.proxy_command) co_return std::vector<tcp::endpoint>{};
+  try {
+    co_return co_await net::resolve(facts.hostname, std::to_string(facts.port));
+  } catch (const boost::system::system_error& e) {
+    throw std::runtime_error("cannot resolve ssh server '" + facts.hostname +
+                             "': " + e.code().message());
+  }
 }
 
 std::vector<std::string> tunnel_command(const std::vector<std::string>& ssh_args,
-                                        const std::string& destination, uint16_t socks_port) {
-  std::vector<std::string> args{"-N",
-                                "-o",
-                                "ExitOnForwardFailure=yes",
-                                "-o",
-                                "BatchMode=yes",
-                                "-o",
-                                "ServerAliveInterval=15",
-                                "-o",
-                                "ServerAliveCountMax=3",
-                                "-o",
-                                "ControlMaster=no",
-                                "-o",
-                                "ControlPath=none",
-                                "-D",
-                                "127.0.0.1:" + std::to_string(socks_port)};
+                                        const std::string& destination,
+                                        const std::string& control_path) {
+  std::vector<std::string> args{"-N", "-o", "ControlMaster=yes", "-o",
+                                "ControlPath=" + control_path, "-o", "ControlPersist=no", "-o",
+                                "ForkAfterAuthentication=no", "-o", "BatchMode=yes",
+                                // A DynamicForward or LocalForward in the user's ssh_config
+                                // would open ports for every local user.
+                                "-o", "ClearAllForwardings=yes", "-o", "ServerAliveInterval=15",
+                                "-o", "ServerAliveCountMax=3"};
   args.insert(args.end(), ssh_args.begin(), ssh_args.end());
   args.push_back("--");
   args.push_back(destination);
   return args;
-}
-
-asio::awaitable<bool> socks_answers(tcp::endpoint ep) {
-  tcp::socket s(co_await asio::this_coro::executor);
-  auto [ec] = co_await s.async_connect(ep, asio::as_tuple(use_awaitable));
-  if (ec) co_return false;
-  const unsigned char greeting[] = {5, 1, 0};
-  auto [wec, wn] =
-      co_await asio::async_write(s, asio::buffer(greeting), asio::as_tuple(use_awaitable));
-  if (wec) co_return false;
-  unsigned char reply[2];
-  auto [rec, rn] = co_await asio::async_read(s, asio::buffer(reply), asio::as_tuple(use_awaitable));
-  co_return !rec && reply[0] == 5 && reply[1] == 0;
 }
 
 }  // namespace tprosshy::tunnel

@@ -1,6 +1,6 @@
 #pragma once
-// What tprosshy asks of OpenSSH: where it really connects (`ssh -G`), the tunnel's
-// command line, and whether a SOCKS listener answers.
+// What tprosshy asks of OpenSSH: where it really connects (`ssh -G`) and the tunnel's
+// command line.
 #include <boost/asio/any_io_executor.hpp>
 #include <boost/asio/awaitable.hpp>
 #include <boost/asio/ip/tcp.hpp>
@@ -41,19 +41,12 @@ boost::asio::awaitable<ssh_facts> query(const std::vector<std::string>& ssh_args
 boost::asio::awaitable<std::vector<tcp::endpoint>> server_endpoints(
     const std::vector<std::string>& ssh_args, const std::string& destination);
 
-// Runs one command on the host (`ssh -T ... destination command...`) and returns what it
-// printed. Throws std::runtime_error with ssh's message if it fails.
-boost::asio::awaitable<std::string> remote_output(const std::vector<std::string>& ssh_args,
-                                                  const std::string& destination,
-                                                  const std::vector<std::string>& command);
-
-// ssh -N ... -D 127.0.0.1:socks_port [ssh_args] -- destination. Our -o options come first
-// because ssh keeps the first value it sees of each option.
+// ssh -N -o ControlMaster=yes -o ControlPath=control_path ... [ssh_args] -- destination.
+// Our -o options come first because ssh keeps the first value it sees of each option, so
+// no ssh_config can turn the master, its socket or batch mode off.
 std::vector<std::string> tunnel_command(const std::vector<std::string>& ssh_args,
-                                        const std::string& destination, uint16_t socks_port);
-
-// True if a SOCKS5 server on `ep` answers a no-auth greeting.
-boost::asio::awaitable<bool> socks_answers(tcp::endpoint ep);
+                                        const std::string& destination,
+                                        const std::string& control_path);
 
 // The ssh binary from PATH; empty if there is none.
 std::string find_ssh();

@@ -195,10 +195,10 @@ struct relay {
 };
 
 dns::tcp_upstream::connector connect_to(tcp::endpoint e) {
-  return [e]() -> awaitable<tcp::socket> {
+  return [e]() -> awaitable<dns::link> {
     tcp::socket s(co_await asio::this_coro::executor);
     co_await s.async_connect(e, use_awaitable);
-    co_return s;
+    co_return dns::link{asio::generic::stream_protocol::socket(std::move(s)), nullptr};
   };
 }
 
