@@ -8,6 +8,8 @@
 //   tpbench many  HOST PORT COUNT [-s ...]   COUNT flows open at once, then a request each
 //   common: -t SECONDS (overall deadline, default 60); -S: with -s, await the SOCKS reply
 //           before sending the request (default: greeting, CONNECT and request in one write)
+//   get/post: -w BYTES  bytes per call: each recv() of a download's body asks for at most
+//           BYTES, each send() of an upload's body writes BYTES (default and most 1 MiB)
 //
 // Clients print one line of key=value pairs (parsed by bench/run) and exit 0 only if every
 // flow did what it should. Timing is wall time inside this process.
@@ -201,8 +203,9 @@ static struct {
   struct sockaddr_in dst, socks;
   int use_socks;
   int stepwise;  // -S: await the SOCKS reply before sending the request, as most clients do
+  size_t io;     // -w: bytes per send() of an upload's body / per recv() of a download's body
   double deadline;
-} g;
+} g = {.io = BUF};
 
 static int parse_addr(struct sockaddr_in *a, const char *host, int port) {
   memset(a, 0, sizeof *a);
@@ -313,7 +316,7 @@ static int64_t read_response(int fd, char *body, size_t cap) {
     body[c < cap ? c : cap - 1] = 0;
   }
   while (got < want) {
-    ssize_t k = recv(fd, buf, want - got < BUF ? want - got : BUF, 0);
+    ssize_t k = recv(fd, buf, (size_t)(want - got) < g.io ? (size_t)(want - got) : g.io, 0);
     if (k < 0 && errno == EINTR) continue;
     if (k <= 0) return -1;
     got += k;
@@ -340,7 +343,7 @@ static void *bulk_flow(void *p) {
   if (f->upload) {
     uint64_t left = f->bytes;
     while (left > 0) {
-      size_t k = left < BUF ? left : BUF;
+      size_t k = left < g.io ? left : g.io;
       if (send_all(fd, zeros, k) < 0) goto out;
       left -= k;
     }
@@ -370,8 +373,8 @@ static int bulk(int upload, uint64_t bytes, int flows) {
     ok += args[i].ok;
   }
   double secs = now() - t0;
-  printf("ok=%d flows=%d bytes=%llu secs=%.6f mbps=%.2f\n", ok, flows,
-         (unsigned long long)bytes * flows, secs, bytes * (double)flows / secs / 1e6);
+  printf("ok=%d flows=%d bytes=%llu io=%zu secs=%.6f mbps=%.2f\n", ok, flows,
+         (unsigned long long)bytes * flows, g.io, secs, bytes * (double)flows / secs / 1e6);
   return ok == flows ? 0 : 1;
 }
 
@@ -477,7 +480,7 @@ static int many(int count) {
 static int usage(void) {
   fprintf(stderr,
           "usage: tpbench serve PORT\n"
-          "       tpbench get|post HOST PORT BYTES FLOWS [-s H:P] [-t S]\n"
+          "       tpbench get|post HOST PORT BYTES FLOWS [-s H:P] [-w BYTES] [-t S]\n"
           "       tpbench short|many HOST PORT COUNT [-s H:P [-S]] [-t S]\n");
   return 64;
 }
@@ -500,6 +503,9 @@ int main(int argc, char **argv) {
       g.use_socks = 1;
     } else if (strcmp(argv[i], "-S") == 0) {
       g.stepwise = 1;
+    } else if (strcmp(argv[i], "-w") == 0 && i + 1 < argc) {
+      g.io = strtoull(argv[++i], NULL, 10);
+      if (g.io < 1 || g.io > BUF) return usage();
     } else if (strcmp(argv[i], "-t") == 0 && i + 1 < argc) {
       timeout = atof(argv[++i]);
     } else if (pos < 2) {
