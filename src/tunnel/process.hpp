@@ -23,6 +23,10 @@ struct child_setup {
   template <typename Launcher>
   bp::error_code on_exec_setup(Launcher&, const bp::filesystem::path&, const char* const*) {
     ::setpgid(0, 0);
+    // tprosshy blocks its stop signals until it handles them; ssh must not inherit that.
+    sigset_t none;
+    sigemptyset(&none);
+    ::sigprocmask(SIG_SETMASK, &none, nullptr);
     if (::prctl(PR_SET_PDEATHSIG, SIGTERM) != 0)
       return bp::error_code(errno, bp::system_category());
     // The parent may have died between fork and prctl.

@@ -1,8 +1,8 @@
 #include <gtest/gtest.h>
 
-#include "app/plan.hpp"
+#include "runtime/plan.hpp"
 
-namespace tprosshy::app {
+namespace tprosshy::runtime {
 namespace {
 
 net::prefix pfx(const char* s) { return *net::parse_prefix(s); }
@@ -79,4 +79,4 @@ TEST(Plan, GatewayModeHooksTheLanInterfaces) {
 }
 
 }  // namespace
-}  // namespace tprosshy::app
+}  // namespace tprosshy::runtime

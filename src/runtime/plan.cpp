@@ -1,6 +1,6 @@
-#include "app/plan.hpp"
+#include "runtime/plan.hpp"
 
-namespace tprosshy::app {
+namespace tprosshy::runtime {
 
 routing::table make_table(const config::config& cfg) {
   routing::table t;
@@ -48,4 +48,4 @@ nft::ruleset make_ruleset(const config::config& cfg, const routing::table& table
   return r;
 }
 
-}  // namespace tprosshy::app
+}  // namespace tprosshy::runtime

@@ -10,7 +10,7 @@
 #include "nft/ruleset.hpp"
 #include "routing/table.hpp"
 
-namespace tprosshy::app {
+namespace tprosshy::runtime {
 
 // Packets of tprosshy's own sockets carry this mark and are never redirected.
 inline constexpr uint32_t own_mark = 0x7470;
@@ -30,4 +30,4 @@ nft::ruleset make_ruleset(const config::config& cfg, const routing::table& table
                           const std::vector<nft::endpoint>& bypass, ports p,
                           const std::vector<net::address>& resolvers);
 
-}  // namespace tprosshy::app
+}  // namespace tprosshy::runtime

@@ -1,0 +1,43 @@
+#pragma once
+// The DNS side of a run: the dns::server on the DNS port, this machine's resolvers as the
+// local upstream, and each profile's own upstream for its domains.
+#include <boost/asio/any_io_executor.hpp>
+#include <boost/asio/ip/address.hpp>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <vector>
+
+#include "config/config.hpp"
+#include "runtime/profile.hpp"
+
+namespace tprosshy::runtime {
+
+class dns_front {
+ public:
+  // (profile, address, TTL in seconds) for the addresses a profile's nameserver answered.
+  using learn_fn = std::function<void(profile&, const net::address&, std::uint32_t)>;
+
+  // Binds the DNS port on `listen`. Null when no enabled profile has DNS domains: then
+  // nothing is captured. Throws boost::system::system_error.
+  static std::unique_ptr<dns_front> make(boost::asio::any_io_executor ex, const config::config& cfg,
+                                         const std::vector<boost::asio::ip::address>& listen,
+                                         const std::vector<std::shared_ptr<profile>>& profiles,
+                                         learn_fn learn);
+  ~dns_front();
+
+  std::uint16_t port() const;
+  // This machine's nameservers (its resolv.conf): queries sent to them are captured.
+  const std::vector<net::address>& system_resolvers() const;
+  void stop();
+
+ private:
+  struct impl;
+  explicit dns_front(std::unique_ptr<impl> i);
+  std::unique_ptr<impl> impl_;
+};
+
+// Reads nameservers from a resolv.conf file; empty if it cannot be read.
+std::vector<net::address> read_resolv_conf(const char* path);
+
+}  // namespace tprosshy::runtime

@@ -1,0 +1,62 @@
+#pragma once
+// The running router: every profile by name, the listeners, the DNS front, the ruleset in
+// the kernel, and the snapshot new flows are routed by. One io_context runs it all on one
+// thread (see DESIGN.md), so none of this is locked.
+#include <boost/asio/any_io_executor.hpp>
+#include <boost/asio/awaitable.hpp>
+#include <chrono>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "config/config.hpp"
+#include "nft/netlink.hpp"
+#include "runtime/profile.hpp"
+
+namespace tprosshy::runtime {
+
+// A listener could not be bound; what() names the port and why.
+struct listen_error : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+class runtime {
+ public:
+  runtime(boost::asio::any_io_executor ex, config::config cfg, nft::netlink& nl);
+  ~runtime();
+  runtime(const runtime&) = delete;
+  runtime& operator=(const runtime&) = delete;
+
+  // Binds the TCP listener, and the DNS one when a profile has domains. Throws
+  // listen_error.
+  void listen();
+  // Starts every enabled profile.
+  void start();
+  // Completes when every enabled profile's first start has ended, up or not.
+  boost::asio::awaitable<void> first_verdicts();
+  // Completes when no remote nameserver is being read any more, or after `limit`.
+  boost::asio::awaitable<void> nameservers_known(std::chrono::milliseconds limit);
+  // Installs the ruleset (one atomic batch). Throws std::system_error.
+  void install();
+  // Stops listening, stops every tunnel (their flows are reset while the ruleset still
+  // translates them), waits for them, then removes the ruleset.
+  boost::asio::awaitable<void> stop();
+
+  std::size_t enabled() const;
+  std::size_t up() const;
+  // The enabled profiles that are not up, with why, in config order.
+  std::vector<const profile*> down() const;
+  std::uint16_t tcp_port() const;
+  std::optional<std::uint16_t> dns_port() const;
+  const config::config& config() const;
+
+ private:
+  struct impl;
+  std::unique_ptr<impl> impl_;
+};
+
+}  // namespace tprosshy::runtime
