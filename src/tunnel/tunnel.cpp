@@ -114,6 +114,7 @@ struct tunnel::impl : std::enable_shared_from_this<impl> {
   // (after its loop, where it answers nothing more); an alive check sent after the end and
   // answered tells the two apart.
   std::optional<mux::socket> health;
+  std::uint64_t generation = 0;  // one per health connection: checks never span two
   std::uint32_t checks_sent = 0, checks_answered = 0;
   bool check_in_flight = false, check_again = false;
   asio::steady_timer answered;  // cancelled at every answer and when `health` closes
@@ -208,18 +209,19 @@ struct tunnel::impl : std::enable_shared_from_this<impl> {
   // closed the channel as a normal end rather than on its way out.
   asio::awaitable<bool> ended_normally() {
     if (!health) co_return false;
+    const auto gen = generation;
     const auto need = checks_sent + 1;
     if (check_in_flight)
       check_again = true;
     else
       send_check();
     asio::steady_timer limit(ex, 10s);
-    while (health && checks_answered < need) {
+    while (health && generation == gen && checks_answered < need) {
       auto r = co_await (answered.async_wait(as_tuple(use_awaitable)) ||
                          limit.async_wait(as_tuple(use_awaitable)));
       if (r.index() == 1) co_return false;
     }
-    co_return checks_answered >= need;
+    co_return health&& generation == gen&& checks_answered >= need;
   }
 
   // Asks the master for a channel to `dst` relaying `fd`: the control socket on success,
@@ -281,6 +283,9 @@ struct tunnel::impl : std::enable_shared_from_this<impl> {
       if (auto& s = std::get<0>(r)) {
         was_ready = true;
         health.emplace(std::move(*s));
+        ++generation;
+        checks_sent = checks_answered = 0;
+        check_in_flight = check_again = false;
         if (!stopping) set(state::up);
         auto exited = [&]() -> asio::awaitable<int> {
           auto [ec, code] = co_await p.async_wait(as_tuple(use_awaitable));

@@ -318,6 +318,10 @@ void expect_reset_when(std::shared_ptr<tunnel> tn, int signal) {
   // Never an EOF: a cut transfer must not look complete.
   EXPECT_EQ(ec, asio::error::connection_reset) << ec.message() << " after " << got << " bytes";
   EXPECT_TRUE(eventually([&] { return tn->up() && tn->pid() != old; }, 20s));
+  // And the new ssh ends flows normally again.
+  const auto o = TunnelMaster::carry(tn, target, 1000, 1000);
+  expect_complete(o.client, 1000, 1000);
+  EXPECT_FALSE(o.flow.reset) << o.flow.why;
 }
 
 TEST_F(TunnelMaster, FlowsAreResetWhenSshIsKilled) { expect_reset_when(t, SIGKILL); }
