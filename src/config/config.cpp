@@ -116,6 +116,7 @@ struct frame {
 struct loader {
   const detail::schema& schema = detail::schema::builtin();
   std::vector<frame> stack;
+  detail::budget spend;  // shared by every file of this load
 
   node load(const fs::path& real, const std::string& display) {
     int err = 0;
@@ -126,7 +127,7 @@ struct loader {
   }
 
   node load_text(const std::string& text, const fs::path& real, const std::string& display) {
-    node doc = detail::parse(text, display);
+    node doc = detail::parse(text, display, {.expand = true, .env = {}, .spend = &spend});
     schema.validate(doc, {.check_required = false});
     std::error_code ec;
     stack.push_back({fs::weakly_canonical(fs::absolute(real), ec), display});

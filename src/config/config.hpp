@@ -70,6 +70,27 @@ struct config {
   std::vector<profile> profiles;  // in the order they were declared
 };
 
+// What a config may ask of the loader. Past any of these the load stops with a config::error
+// that names the limit (tprosshy.yaml(5), LIMITS), so no input can crash, hang or exhaust
+// memory.
+namespace limits {
+// One file, the top-level one included.
+inline constexpr std::size_t file_bytes = 1024 * 1024;
+// One key or value, as written and again after ${VAR} and ~ expansion.
+inline constexpr std::size_t scalar_bytes = 4096;
+// Maps and lists inside each other, in one file.
+inline constexpr std::size_t nesting = 32;
+// Nodes (maps, lists, keys and values) in all files, every use of an alias counting the
+// whole value it stands for.
+inline constexpr std::size_t nodes = 100'000;
+// Bytes of keys and values in all files, counted like nodes.
+inline constexpr std::size_t text_bytes = 8 * 1024 * 1024;
+// Files read through include in one load, a file included twice counting twice.
+inline constexpr std::size_t includes = 128;
+// Includes inside includes: the top-level file is depth 0, its includes depth 1.
+inline constexpr std::size_t include_depth = 8;
+}  // namespace limits
+
 // Reads, validates against schemas/tprosshy.schema.json, merges includes and defaults,
 // expands ${VAR} and ~. Throws config::error; a missing or unreadable top-level file
 // throws std::system_error instead (the CLI maps it to EX_NOINPUT).

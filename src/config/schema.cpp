@@ -1,10 +1,9 @@
 #include "config/schema.hpp"
 
-#include <mutex>
-#include <regex>
+#include <algorithm>
+#include <map>
 #include <set>
 #include <stdexcept>
-#include <unordered_map>
 
 #include "schema_text.hpp"
 
@@ -67,16 +66,73 @@ std::string show(const node& v) {
   return v.type == kind::string ? "'" + v.text + "'" : v.is_scalar() ? v.text : describe(v);
 }
 
-const std::regex& compiled(const std::string& pattern) {
-  static std::mutex lock;
-  static std::unordered_map<std::string, std::regex> cache;  // nodes are stable
-  std::lock_guard guard(lock);
-  auto it = cache.find(pattern);
-  if (it == cache.end()) it = cache.emplace(pattern, std::regex(pattern)).first;
-  return it->second;
+bool is_space(char c) { return c == ' ' || (c >= '\t' && c <= '\r'); }  // std::regex's \s
+bool is_lower_alnum(char c) { return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9'); }
+bool is_label_char(char c) {
+  return is_lower_alnum(c) || (c >= 'A' && c <= 'Z') || c == '_' || c == '-';
+}
+
+// ^[^/\s:]{1,15}$
+bool interface_name(std::string_view s) {
+  return !s.empty() && s.size() <= 15 && std::none_of(s.begin(), s.end(), [](char c) {
+    return c == '/' || c == ':' || is_space(c);
+  });
+}
+
+// ^[a-z0-9_-]{1,32}$
+bool profile_name(std::string_view s) {
+  return !s.empty() && s.size() <= 32 && std::all_of(s.begin(), s.end(), [](char c) {
+    return is_lower_alnum(c) || c == '_' || c == '-';
+  });
+}
+
+// ^(\.|[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*\.?)$: labels joined by single dots, one trailing dot
+// allowed, or "." alone.
+bool domain_name(std::string_view s) {
+  if (s == ".") return true;
+  if (s.ends_with('.')) s.remove_suffix(1);
+  bool label = false;  // the current label has a character
+  for (char c : s) {
+    if (c == '.') {
+      if (!label) return false;
+      label = false;
+    } else if (is_label_char(c)) {
+      label = true;
+    } else {
+      return false;
+    }
+  }
+  return label;
+}
+
+// ^[^-\s]\S*$
+bool ssh_destination(std::string_view s) {
+  return !s.empty() && s[0] != '-' && std::none_of(s.begin(), s.end(), is_space);
+}
+
+// The schema's patterns, each with a hand-written matcher: std::regex recurses once per
+// character and overflows the stack on long input, and config input is not to be trusted
+// with it. A pattern the schema gains needs its matcher here (and a row in the unit test that
+// compares it with the regular expression on short strings).
+const std::map<std::string, bool (*)(std::string_view), std::less<>>& matchers() {
+  static const std::map<std::string, bool (*)(std::string_view), std::less<>> m = {
+      {R"(^[^/\s:]{1,15}$)", interface_name},
+      {R"(^[a-z0-9_-]{1,32}$)", profile_name},
+      {R"(^(\.|[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*\.?)$)", domain_name},
+      {R"(^[^-\s]\S*$)", ssh_destination},
+  };
+  return m;
 }
 
 }  // namespace
+
+bool (*pattern_matcher(std::string_view pattern))(std::string_view) {
+  auto it = matchers().find(pattern);
+  if (it == matchers().end())
+    throw std::logic_error("schema pattern " + std::string(pattern) +
+                           " has no hand-written matcher in config/schema.cpp");
+  return it->second;
+}
 
 schema::schema(node document) : doc_(std::move(document)) { check_keywords(doc_, "#"); }
 
@@ -101,7 +157,7 @@ void schema::check_keywords(const node& s, const std::string& where) const {
     } else if (e.key == "$ref") {
       at(e.value.text);  // must resolve
     } else if (e.key == "pattern") {
-      compiled(e.value.text);
+      pattern_matcher(e.value.text);
     }
   }
 }
@@ -192,7 +248,7 @@ void schema::check(const node& s, const node& v, const std::string& path, const 
                             : "must be at least " + min->text + " characters long");
     if (auto* max = s.find("maxLength"); max && v.text.size() > max->number)
       fail(v.at, path, show(v) + " is longer than " + max->text + " characters");
-    if (auto* p = s.find("pattern"); p && !std::regex_search(v.text, compiled(p->text))) {
+    if (auto* p = s.find("pattern"); p && !pattern_matcher(p->text)(v.text)) {
       auto* hint = s.find("x-hint");
       fail(v.at, path, show(v) + " " + (hint ? hint->text : "does not match " + p->text));
     }

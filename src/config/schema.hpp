@@ -3,11 +3,16 @@
 // Supports the JSON Schema (2020-12) keywords the schema uses; an unsupported keyword in
 // the schema is a programming error (std::logic_error), so nothing is silently ignored.
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "config/tree.hpp"
 
 namespace tprosshy::config::detail {
+
+// The hand-written matcher of a pattern the schema uses (std::regex is never run on config
+// input); std::logic_error for a pattern without one.
+bool (*pattern_matcher(std::string_view pattern))(std::string_view);
 
 class schema {
  public:

@@ -40,14 +40,29 @@ struct entry {
 using env_lookup = std::function<std::optional<std::string>(const std::string&)>;
 env_lookup process_env();
 
+// What the files of one load may still spend (config::limits): every node and every byte of
+// key or value text counts, including each copy an alias makes.
+struct budget {
+  std::size_t nodes = limits::nodes;
+  std::size_t text_bytes = limits::text_bytes;
+};
+
 struct parse_options {
-  bool expand = true;  // ${VAR} and a leading ~ in scalar values (not in keys)
-  env_lookup env;      // defaults to process_env()
+  bool expand = true;       // ${VAR} and a leading ~ in scalar values (not in keys)
+  env_lookup env;           // defaults to process_env()
+  budget* spend = nullptr;  // shared by the files of one load; nullptr: a fresh budget
 };
 
 // Parses one YAML document. An empty document is an empty map at file:1:1. Throws
-// config::error for syntax errors, duplicate keys, non-scalar keys and unset variables.
+// config::error for syntax errors, duplicate keys, non-scalar keys, unset variables and
+// anything past config::limits (scalar length, nesting, nodes and text with aliases
+// expanded). Never uses std::regex: its recursion overflows the stack on long input.
 node parse(const std::string& text, const std::string& file, const parse_options& options = {});
+
+// Hand-written matchers, linear in the input.
+bool is_env_name(std::string_view s);      // [A-Za-z_][A-Za-z0-9_]*
+bool is_yaml_integer(std::string_view s);  // [-+]?[0-9]+
+bool is_yaml_number(std::string_view s);   // [-+]?(\.[0-9]+|[0-9]+(\.[0-9]*)?)([eE][-+]?[0-9]+)?
 
 // Expands ${VAR} and a leading ~ / ~/ ; `path` names the key in errors.
 std::string expand(const std::string& text, const location& at, const std::string& path,

@@ -6,12 +6,14 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <regex>
 #include <set>
 #include <system_error>
 
 #include "config/config.hpp"
 #include "config/schema.hpp"
 #include "config/tree.hpp"
+#include "config_bounded.hpp"
 
 namespace {
 
@@ -53,6 +55,12 @@ class load_test : public testing::Test {
       return e.what();
     }
     return "";
+  }
+  // Loads in a child process bounded in time and memory (config_bounded.hpp): the config
+  // error's message, "" if none, or "[killed by signal 11]", "[timed out after 2 s]", ...
+  std::string bounded_load(const fs::path& file) {
+    auto got = test::bounded([&] { load(file); });
+    return got.other.empty() ? got.error : "[" + got.other + "]";
   }
 
   fs::path old_, tmp_;
@@ -277,6 +285,88 @@ TEST_F(load_test, listen_and_nameserver_forms) {
   EXPECT_EQ(c.profiles[0].dns.nameserver, "::1");
 }
 
+// Issue 9, point 7: std::regex recursed once per character and a plain scalar of about 30,000
+// characters overflowed the stack, whichever key it was in.
+TEST_F(load_test, a_long_value_is_an_error_naming_the_limit_not_a_crash) {
+  std::string big(40000, 'a');
+  auto host = write("host.yaml", "profiles:\n  a:\n    host: " + big + "\n");
+  EXPECT_EQ(bounded_load(host),
+            host.string() + ":3:11: profiles.a.host: value is 40000 bytes long; the limit is 4096");
+  auto quoted = write("quoted.yaml", "profiles:\n  a:\n    host: '" + big + "'\n");
+  EXPECT_EQ(
+      bounded_load(quoted),
+      quoted.string() + ":3:11: profiles.a.host: value is 40000 bytes long; the limit is 4096");
+  auto domain =
+      write("domain.yaml", "profiles:\n  a:\n    host: h\n    dns: {domains: [" + big + "]}\n");
+  EXPECT_EQ(bounded_load(domain),
+            domain.string() +
+                ":4:21: profiles.a.dns.domains[0]: value is 40000 bytes long; the limit is 4096");
+  auto var = write("var.yaml", "profiles:\n  a:\n    host: ${" + big + "}\n");
+  EXPECT_EQ(bounded_load(var),
+            var.string() + ":3:11: profiles.a.host: value is 40003 bytes long; the limit is 4096");
+  // An implicit key is at most 1024 characters in YAML (yaml-cpp says so); an explicit one
+  // has no such bound.
+  auto key = write("key.yaml", "profiles:\n  a:\n    ? " + big + "\n    : h\n");
+  EXPECT_EQ(bounded_load(key),
+            key.string() + ":3:7: profiles.a: key is 40000 bytes long; the limit is 4096");
+  // Just under the limit, each of them is matched without std::regex, in linear time.
+  std::string most(4096, 'a');
+  auto fine =
+      write("fine.yaml", "profiles:\n  a:\n    host: " + most + "\n    dns: {domains: [" + most +
+                             "]}\n    ssh_args: ['${" + most.substr(0, most.size() - 3) + "}']\n");
+  EXPECT_EQ(bounded_load(fine), fine.string() +
+                                    ":5:16: profiles.a.ssh_args[0]: environment variable " +
+                                    most.substr(0, most.size() - 3) + " is not set (used in '${" +
+                                    most.substr(0, most.size() - 3) + "}')");
+}
+
+TEST_F(load_test, a_value_that_expands_past_the_limit_is_an_error) {
+  setenv("TPROSSHY_TEST_BIG", std::string(3000, 'x').c_str(), 1);
+  auto f =
+      write("env.yaml", "profiles:\n  a:\n    host: ${TPROSSHY_TEST_BIG}${TPROSSHY_TEST_BIG}\n");
+  EXPECT_EQ(bounded_load(f),
+            f.string() +
+                ":3:11: profiles.a.host: '${TPROSSHY_TEST_BIG}${TPROSSHY_TEST_BIG}' is more than "
+                "4096 bytes long once expanded; the limit is 4096");
+  unsetenv("TPROSSHY_TEST_BIG");
+}
+
+// Issue 9, point 8: aliases, files and includes that grow without bound.
+TEST_F(load_test, billion_laughs_stop_at_the_node_limit) {
+  std::string text = "l0: &l0 [lol, lol, lol, lol, lol, lol, lol, lol, lol, lol]\n";
+  for (int i = 1; i < 12; ++i) {
+    text += "l" + std::to_string(i) + ": &l" + std::to_string(i) + " [";
+    for (int j = 0; j < 10; ++j) text += (j ? ", *l" : "*l") + std::to_string(i - 1);
+    text += "]\n";
+  }
+  auto f = write("laughs.yaml", text + "profiles:\n  a: {host: h, ssh_args: *l11}\n");
+  EXPECT_EQ(bounded_load(f),
+            f.string() +
+                ":5:40: the config has too many nodes: the limit is 100000 keys, values, lists "
+                "and maps in all files, with every alias expanded");
+}
+
+TEST_F(load_test, one_long_value_used_many_times_stops_at_the_text_limit) {
+  std::string text = "defaults:\n  ssh_args: &v ['" + std::string(4000, 'v') + "']\nprofiles:\n";
+  for (int i = 0; i < 2200; ++i) text += "  p" + std::to_string(i) + ": {host: h, ssh_args: *v}\n";
+  auto f = write("text.yaml", text);
+  EXPECT_THAT(
+      bounded_load(f),
+      testing::EndsWith(": the config has too much text: the limit is 8388608 bytes of keys "
+                        "and values in all files, with every alias expanded"));
+}
+
+TEST_F(load_test, nodes_are_counted_across_included_files) {
+  std::string list = "exclude: [";
+  for (int i = 0; i < 30000; ++i) list += i ? ", 10.0.0.1" : "10.0.0.1";
+  write("big.yaml", list + "]\n");
+  auto f = write("main.yaml",
+                 "include: [big.yaml, big.yaml, big.yaml, big.yaml]\nprofiles:\n  a: {host: h}\n");
+  auto got = bounded_load(f);
+  EXPECT_THAT(got, testing::StartsWith((tmp_ / "big.yaml").string() + ":1:"));
+  EXPECT_THAT(got, testing::HasSubstr("too many nodes: the limit is 100000"));
+}
+
 TEST(endpoint, parses_the_documented_forms) {
   auto e = config::parse_endpoint("10.0.0.53");
   ASSERT_TRUE(e);
@@ -300,6 +390,82 @@ TEST(schema, rejects_keywords_it_does_not_implement) {
                                    {.expand = false, .env = {}});
   EXPECT_THROW(config::detail::schema{doc}, std::logic_error);
   EXPECT_NO_THROW(config::detail::schema::builtin());
+}
+
+// The schema's patterns (and the YAML and ${VAR} grammars) are matched by hand-written code,
+// never by std::regex on config input. Here, on short strings only, std::regex is the
+// reference they must agree with.
+TEST(schema, hand_written_matchers_agree_with_the_patterns) {
+  std::vector<std::string> samples = {"eth0",
+                                      "br-lan",
+                                      "wlan0.5",
+                                      "eth/1",
+                                      "eth:1",
+                                      "e th",
+                                      "123456789012345",
+                                      "1234567890123456",
+                                      "corp.example.com",
+                                      "corp.example.com.",
+                                      "a..b",
+                                      ".a",
+                                      "a.",
+                                      "..",
+                                      "ssh://u@h:22",
+                                      "user@host",
+                                      "-oProxyCommand=x",
+                                      "h\n",
+                                      "h\t",
+                                      "\vh",
+                                      "h\r",
+                                      std::string(32, 'a'),
+                                      std::string(33, 'a'),
+                                      "+12",
+                                      "-1.5e+3",
+                                      "1.",
+                                      ".5",
+                                      "1e",
+                                      "e1",
+                                      "1.2.3",
+                                      "0x1F",
+                                      "_x",
+                                      "X_1",
+                                      "1x",
+                                      "a-b"};
+  const std::string alphabet = {'a', 'Z', '0', '9', '_',  '-',  '.',  '/',
+                                ':', '+', 'e', ' ', '\t', '\n', '\v', '\xc3'};
+  for (char a : alphabet) {
+    samples.push_back(std::string(1, a));
+    for (char b : alphabet) {
+      samples.push_back(std::string{a, b});
+      for (char c : alphabet) samples.push_back(std::string{a, b, c});
+    }
+  }
+  samples.push_back("");
+
+  std::vector<std::string> patterns;
+  auto walk = [&](auto& self, const config::detail::node& n) -> void {
+    for (auto& e : n.entries) {
+      if (e.key == "pattern") patterns.push_back(e.value.text);
+      self(self, e.value);
+    }
+    for (auto& i : n.items) self(self, i);
+  };
+  walk(walk, config::detail::schema::builtin().document());
+  ASSERT_EQ(patterns.size(), 4u);  // a new pattern needs a matcher and a look here
+  for (auto& p : patterns) {
+    auto match = config::detail::pattern_matcher(p);
+    std::regex re(p);
+    for (auto& t : samples)
+      EXPECT_EQ(match(t), std::regex_search(t, re)) << p << " on '" << t << "'";
+  }
+  std::regex name("[A-Za-z_][A-Za-z0-9_]*"), integer("[-+]?[0-9]+"),
+      number("[-+]?(\\.[0-9]+|[0-9]+(\\.[0-9]*)?)([eE][-+]?[0-9]+)?");
+  for (auto& t : samples) {
+    EXPECT_EQ(config::detail::is_env_name(t), std::regex_match(t, name)) << t;
+    EXPECT_EQ(config::detail::is_yaml_integer(t), std::regex_match(t, integer)) << t;
+    EXPECT_EQ(config::detail::is_yaml_number(t), std::regex_match(t, number)) << t;
+  }
+  EXPECT_THROW(config::detail::pattern_matcher("^a+$"), std::logic_error);
 }
 
 TEST(schema, suggests_close_keys_only) {
