@@ -1,13 +1,15 @@
 #include "config/config.hpp"
 
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
 #include <algorithm>
 #include <cctype>
 #include <cerrno>
 #include <charconv>
 #include <cstring>
-#include <fstream>
 #include <map>
-#include <sstream>
 #include <system_error>
 
 #include "config/schema.hpp"
@@ -70,24 +72,82 @@ using detail::join;
 using detail::kind;
 using detail::node;
 
-std::optional<std::string> read_text(const fs::path& path, int& err) {
-  std::error_code ec;
-  if (fs::is_directory(path, ec)) {
-    err = EISDIR;
-    return std::nullopt;
+std::string file_kind(mode_t mode) {
+  if (S_ISFIFO(mode)) return "a FIFO";
+  if (S_ISCHR(mode)) return "a character device";
+  if (S_ISBLK(mode)) return "a block device";
+  if (S_ISSOCK(mode)) return "a socket";
+  return "an unknown kind of file";
+}
+
+// A config file's text, or why there is none: `err` when there is no file to read (missing,
+// unreadable, a directory); not_regular or too_large when there is one but it cannot be a
+// config.
+struct file_text {
+  std::string text;
+  int err = 0;
+  std::string not_regular;  // "a FIFO", "a character device", ...
+  std::string too_large;    // "2000000 bytes", "more than 1048576 bytes"
+};
+
+// Regular files only, at most limits::file_bytes: stat first, so a device or FIFO is never
+// even opened; open without blocking, so a FIFO swapped in after the stat cannot hang the
+// load; and check again on the descriptor.
+file_text read_file(const fs::path& path) {
+  file_text out;
+  auto acceptable = [&](const struct stat& st) {
+    if (S_ISDIR(st.st_mode)) {
+      out.err = EISDIR;
+    } else if (!S_ISREG(st.st_mode)) {
+      out.not_regular = file_kind(st.st_mode);
+    } else if (static_cast<std::uintmax_t>(st.st_size) > limits::file_bytes) {
+      out.too_large = std::to_string(st.st_size) + " bytes";
+    }
+    return out.err == 0 && out.not_regular.empty() && out.too_large.empty();
+  };
+  struct stat st {};
+  if (::stat(path.c_str(), &st) != 0) {
+    out.err = errno;
+    return out;
   }
-  std::ifstream in(path, std::ios::binary);
-  if (!in) {
-    err = errno ? errno : ENOENT;
-    return std::nullopt;
+  if (!acceptable(st)) return out;
+  int fd = ::open(path.c_str(), O_RDONLY | O_NONBLOCK | O_NOCTTY | O_CLOEXEC);
+  if (fd < 0) {
+    out.err = errno;
+    return out;
   }
-  std::ostringstream out;
-  out << in.rdbuf();
-  if (in.bad()) {
-    err = EIO;
-    return std::nullopt;
+  struct closer {
+    int fd;
+    ~closer() { ::close(fd); }
+  } close_fd{fd};
+  if (::fstat(fd, &st) != 0) {
+    out.err = errno;
+    return out;
   }
-  return std::move(out).str();
+  if (!acceptable(st)) return out;
+  std::string text;
+  text.reserve(static_cast<std::size_t>(st.st_size));
+  char buf[65536];
+  while (true) {
+    auto n = ::read(fd, buf, sizeof buf);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) {
+      out.err = errno;
+      return out;
+    }
+    if (n == 0) break;
+    text.append(buf, static_cast<std::size_t>(n));
+    if (text.size() > limits::file_bytes) {  // it grew while we read
+      out.too_large = "more than " + std::to_string(limits::file_bytes) + " bytes";
+      return out;
+    }
+  }
+  out.text = std::move(text);
+  return out;
+}
+
+std::string file_limit() {
+  return "the limit is " + std::to_string(limits::file_bytes) + " bytes (1 MiB) per file";
 }
 
 // Maps merge key by key; lists and scalars are replaced, except the top-level exclude.
@@ -116,14 +176,20 @@ struct frame {
 struct loader {
   const detail::schema& schema = detail::schema::builtin();
   std::vector<frame> stack;
-  detail::budget spend;  // shared by every file of this load
+  detail::budget spend;
+  std::size_t includes = 0;
 
   node load(const fs::path& real, const std::string& display) {
-    int err = 0;
-    auto text = read_text(real, err);
-    if (!text)
-      throw std::system_error(err, std::generic_category(), "cannot read config file " + display);
-    return load_text(*text, real, display);
+    auto f = read_file(real);
+    if (f.err)
+      throw std::system_error(f.err, std::generic_category(), "cannot read config file " + display);
+    location top{display, 1, 1};
+    if (!f.not_regular.empty())
+      throw error(top, "this is " + f.not_regular +
+                           ", not a regular file; tprosshy reads its configuration from "
+                           "regular files only");
+    if (!f.too_large.empty()) throw error(top, "this file is " + f.too_large + "; " + file_limit());
+    return load_text(f.text, real, display);
   }
 
   node load_text(const std::string& text, const fs::path& real, const std::string& display) {
@@ -150,16 +216,31 @@ struct loader {
           for (auto& g : stack) chain += g.display + " -> ";
           fail(item.at, path, "include cycle: " + chain + sub_display);
         }
-        int err = 0;
-        auto sub_text = read_text(sub_real, err);
-        if (!sub_text)
-          fail(item.at, path, "cannot read '" + sub_display + "': " + std::strerror(err));
-        merge(merged, load_text(*sub_text, sub_real, sub_display), true);
+        if (stack.size() > limits::include_depth)
+          fail(item.at, path,
+               "'" + sub_display + "' would be included " + std::to_string(stack.size()) +
+                   " levels deep; the limit is " + std::to_string(limits::include_depth));
+        if (++includes > limits::includes)
+          fail(item.at, path,
+               "'" + sub_display + "' would be file number " + std::to_string(includes) +
+                   " read through include (a file included twice counts twice); the limit is " +
+                   std::to_string(limits::includes));
+        auto f = read_file(sub_real);
+        if (f.err)
+          fail(item.at, path, "cannot read '" + sub_display + "': " + std::strerror(f.err));
+        if (!f.not_regular.empty())
+          fail(item.at, path,
+               "'" + sub_display + "' is " + f.not_regular +
+                   ", not a regular file; only regular files can be included");
+        if (!f.too_large.empty())
+          fail(item.at, path, "'" + sub_display + "' is " + f.too_large + "; " + file_limit());
+        merge(merged, load_text(f.text, sub_real, sub_display), true);
       }
     }
     std::erase_if(doc.entries, [](auto& e) { return e.key == "include"; });
-    merge(merged, doc, true);
-    merged.at = doc.at;
+    location at = doc.at;
+    merge(merged, std::move(doc), true);
+    merged.at = at;
     stack.pop_back();
     return merged;
   }

@@ -92,8 +92,11 @@ inline constexpr std::size_t include_depth = 8;
 }  // namespace limits
 
 // Reads, validates against schemas/tprosshy.schema.json, merges includes and defaults,
-// expands ${VAR} and ~. Throws config::error; a missing or unreadable top-level file
-// throws std::system_error instead (the CLI maps it to EX_NOINPUT).
+// expands ${VAR} and ~. Throws config::error; a missing or unreadable top-level file, or a
+// directory, throws std::system_error instead (the CLI maps it to EX_NOINPUT). A top-level
+// file that is there but cannot be a config (a device, FIFO or socket, or a file larger than
+// limits::file_bytes) is a config::error at file:1:1. Only regular files are read, and a
+// FIFO never blocks the load.
 //
 // File names in errors are deterministic: the top-level file is named exactly as `file`
 // was passed; an included file as the lexically normalised path of its includer's name

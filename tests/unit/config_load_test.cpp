@@ -2,6 +2,7 @@
 // defaults merge order, ${VAR} and ~ expansion, IPv6, default values, positions.
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
+#include <sys/stat.h>
 
 #include <cstdlib>
 #include <filesystem>
@@ -365,6 +366,74 @@ TEST_F(load_test, nodes_are_counted_across_included_files) {
   auto got = bounded_load(f);
   EXPECT_THAT(got, testing::StartsWith((tmp_ / "big.yaml").string() + ":1:"));
   EXPECT_THAT(got, testing::HasSubstr("too many nodes: the limit is 100000"));
+}
+
+TEST_F(load_test, a_diamond_of_includes_stops_at_the_depth_limit) {
+  // Each file includes the next twice: 2^24 loads without a limit.
+  for (int i = 1; i < 24; ++i)
+    write("d" + std::to_string(i) + ".yaml",
+          "include: [d" + std::to_string(i + 1) + ".yaml, d" + std::to_string(i + 1) + ".yaml]\n");
+  write("d24.yaml", "exclude: [10.0.0.0/8]\n");
+  auto f = write("d0.yaml", "include: [d1.yaml, d1.yaml]\nprofiles:\n  a: {host: h}\n");
+  EXPECT_EQ(bounded_load(f), (tmp_ / "d8.yaml").string() + ":1:11: include[0]: '" +
+                                 (tmp_ / "d9.yaml").string() +
+                                 "' would be included 9 levels deep; the limit is 8");
+}
+
+TEST_F(load_test, includes_stop_at_the_count_limit) {
+  write("leaf.yaml", "exclude: [10.0.0.0/8]\n");
+  std::string list = "include: [";
+  for (int i = 0; i < 200; ++i) list += i ? ", leaf.yaml" : "leaf.yaml";
+  auto f = write("many.yaml", list + "]\nprofiles:\n  a: {host: h}\n");
+  int column = static_cast<int>(std::string("include: [").size() + 128 * 11 + 1);
+  EXPECT_EQ(bounded_load(f),
+            f.string() + ":1:" + std::to_string(column) + ": include[128]: '" +
+                (tmp_ / "leaf.yaml").string() +
+                "' would be file number 129 read through include (a file included twice "
+                "counts twice); the limit is 128");
+  // 128 is fine.
+  list = "include: [";
+  for (int i = 0; i < 128; ++i) list += i ? ", leaf.yaml" : "leaf.yaml";
+  auto g = write("enough.yaml", list + "]\nprofiles:\n  a: {host: h}\n");
+  EXPECT_EQ(bounded_load(g), "");
+}
+
+TEST_F(load_test, dev_zero_is_refused_as_an_include_and_as_the_config) {
+  auto f = write("zero.yaml", "include: [/dev/zero]\nprofiles:\n  a: {host: h}\n");
+  EXPECT_EQ(bounded_load(f),
+            f.string() +
+                ":1:11: include[0]: '/dev/zero' is a character device, not a regular file; only "
+                "regular files can be included");
+  // The top-level file: still a config error (exit 78), at line 1, column 1 of that file.
+  EXPECT_EQ(bounded_load("/dev/zero"),
+            "/dev/zero:1:1: this is a character device, not a regular file; tprosshy reads its "
+            "configuration from regular files only");
+}
+
+TEST_F(load_test, a_fifo_is_refused_without_blocking) {
+  auto fifo = tmp_ / "fifo.yaml";
+  ASSERT_EQ(mkfifo(fifo.c_str(), 0600), 0);
+  auto f = write("main.yaml", "include: [fifo.yaml]\nprofiles:\n  a: {host: h}\n");
+  EXPECT_EQ(bounded_load(f),
+            f.string() + ":1:11: include[0]: '" + fifo.string() +
+                "' is a FIFO, not a regular file; only regular files can be included");
+  EXPECT_EQ(bounded_load(fifo),
+            fifo.string() +
+                ":1:1: this is a FIFO, not a regular file; tprosshy reads its configuration "
+                "from regular files only");
+}
+
+TEST_F(load_test, a_file_over_the_size_limit_is_refused) {
+  std::string comment = "# " + std::string(98, 'x') + "\n";
+  std::string text = "profiles:\n  a: {host: h}\n";
+  while (text.size() <= 1024 * 1024) text += comment;
+  auto big = write("big.yaml", text);
+  auto size = std::to_string(text.size());
+  EXPECT_EQ(bounded_load(big), big.string() + ":1:1: this file is " + size +
+                                   " bytes; the limit is 1048576 bytes (1 MiB) per file");
+  auto f = write("main.yaml", "include: [big.yaml]\n");
+  EXPECT_EQ(bounded_load(f), f.string() + ":1:11: include[0]: '" + big.string() + "' is " + size +
+                                 " bytes; the limit is 1048576 bytes (1 MiB) per file");
 }
 
 TEST(endpoint, parses_the_documented_forms) {
