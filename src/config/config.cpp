@@ -11,6 +11,8 @@
 #include <cstring>
 #include <map>
 #include <system_error>
+#include <unordered_map>
+#include <unordered_set>
 
 #include "config/schema.hpp"
 #include "config/tree.hpp"
@@ -151,19 +153,23 @@ std::string file_limit() {
 }
 
 // Maps merge key by key; lists and scalars are replaced, except the top-level exclude.
-void merge(node& base, const node& over, bool top) {
+void merge(node& base, node over, bool top) {
+  std::unordered_map<std::string, std::size_t> index;  // key -> base.entries[i]; linear
+  for (std::size_t i = 0; i < base.entries.size(); ++i) index.emplace(base.entries[i].key, i);
   for (auto& e : over.entries) {
-    node* mine = base.find(e.key);
-    if (!mine) {
-      base.entries.push_back(e);
-    } else if (mine->type == kind::map && e.value.type == kind::map) {
-      merge(*mine, e.value, false);
-    } else if (top && e.key == "exclude" && mine->type == kind::list &&
-               e.value.type == kind::list) {
-      mine->items.insert(mine->items.end(), e.value.items.begin(), e.value.items.end());
+    auto it = index.find(e.key);
+    if (it == index.end()) {
+      index.emplace(e.key, base.entries.size());
+      base.entries.push_back(std::move(e));
+      continue;
+    }
+    node& mine = base.entries[it->second].value;
+    if (mine.type == kind::map && e.value.type == kind::map) {
+      merge(mine, std::move(e.value), false);
+    } else if (top && e.key == "exclude" && mine.type == kind::list && e.value.type == kind::list) {
+      for (auto& i : e.value.items) mine.items.push_back(std::move(i));
     } else {
-      for (auto& b : base.entries)
-        if (b.key == e.key) b = e;
+      base.entries[it->second] = std::move(e);
     }
   }
 }
@@ -367,16 +373,15 @@ config build(const node& root, const fs::path& file) {
 
     auto subnets = items_of(defaults, "defaults", "subnets");
     for (auto& it : items_of(&pn, path, "subnets")) subnets.push_back(it);
-    std::vector<const node*> subnet_nodes;
+    std::unordered_map<std::string, const node*> listed;  // prefix -> first entry
     for (auto& it : subnets) {
       auto prefix = to_prefix(it);
-      for (std::size_t i = 0; i < p.subnets.size(); ++i)
-        if (p.subnets[i] == prefix)
-          fail(it.value->at, it.path,
-               prefix.to_string() + " is listed twice (first at " +
-                   subnet_nodes[i]->at.to_string() + ")");
+      auto [pos, fresh] = listed.try_emplace(prefix.to_string(), it.value);
+      if (!fresh)
+        fail(
+            it.value->at, it.path,
+            prefix.to_string() + " is listed twice (first at " + pos->second->at.to_string() + ")");
       p.subnets.push_back(prefix);
-      subnet_nodes.push_back(it.value);
     }
     for (auto& it : items_of(defaults, "defaults", "exclude")) p.exclude.push_back(to_prefix(it));
     for (auto& it : items_of(&pn, path, "exclude")) p.exclude.push_back(to_prefix(it));
@@ -384,11 +389,11 @@ config build(const node& root, const fs::path& file) {
     const node* p_dns = pn.find("dns");
     auto dom_items = items_of(d_dns, "defaults.dns", "domains");
     for (auto& it : items_of(p_dns, join(path, "dns"), "domains")) dom_items.push_back(it);
+    std::unordered_set<std::string> seen;
     for (auto& it : dom_items) {
       std::string name = lower(it.value->text);
       if (name.size() > 1 && name.ends_with('.')) name.pop_back();
-      if (std::find(p.dns.domains.begin(), p.dns.domains.end(), name) == p.dns.domains.end())
-        p.dns.domains.push_back(name);
+      if (seen.insert(name).second) p.dns.domains.push_back(name);
     }
     const node* ns = child(p_dns, "nameserver");
     std::string ns_path = join(path, "dns.nameserver");

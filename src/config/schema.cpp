@@ -4,6 +4,7 @@
 #include <map>
 #include <set>
 #include <stdexcept>
+#include <unordered_map>
 
 #include "schema_text.hpp"
 
@@ -122,6 +123,25 @@ const std::map<std::string, bool (*)(std::string_view), std::less<>>& matchers()
       {R"(^[^-\s]\S*$)", ssh_destination},
   };
   return m;
+}
+
+// A key for uniqueItems: scalars that same_scalar() calls equal get the same key.
+std::string unique_key(const node& v) {
+  switch (v.type) {
+    case kind::integer:
+    case kind::number: {
+      double d = v.number == 0 ? 0 : v.number;  // -0 == 0
+      return "n" + std::string(reinterpret_cast<const char*>(&d), sizeof d);
+    }
+    case kind::boolean:
+      return v.boolean ? "t" : "f";
+    case kind::string:
+      return "s" + v.text;
+    case kind::null:
+      return "z" + v.text;
+    default:
+      return "";
+  }
 }
 
 }  // namespace
@@ -273,13 +293,17 @@ void schema::check(const node& s, const node& v, const std::string& path, const 
     if (auto* items = s.find("items"))
       for (std::size_t i = 0; i < v.items.size(); ++i)
         check(*items, v.items[i], join(path, i), nullptr, opts);
-    if (auto* u = s.find("uniqueItems"); u && u->boolean)
-      for (std::size_t i = 0; i < v.items.size(); ++i)
-        for (std::size_t j = 0; j < i; ++j)
-          if (same_scalar(v.items[i], v.items[j]))
-            fail(
-                v.items[i].at, join(path, i),
-                show(v.items[i]) + " is listed twice (first at " + v.items[j].at.to_string() + ")");
+    if (auto* u = s.find("uniqueItems"); u && u->boolean) {
+      std::unordered_map<std::string, std::size_t> first;  // linear, for long lists
+      for (std::size_t i = 0; i < v.items.size(); ++i) {
+        if (!v.items[i].is_scalar()) continue;
+        auto [pos, fresh] = first.try_emplace(unique_key(v.items[i]), i);
+        if (!fresh)
+          fail(v.items[i].at, join(path, i),
+               show(v.items[i]) + " is listed twice (first at " +
+                   v.items[pos->second].at.to_string() + ")");
+      }
+    }
   }
 
   if (v.type == kind::map) {
