@@ -15,6 +15,7 @@
 #include <unordered_set>
 
 #include "config/schema.hpp"
+#include "config/ssh_args.hpp"
 #include "config/tree.hpp"
 
 namespace tprosshy::config {
@@ -367,9 +368,14 @@ config build(const node& root, const fs::path& file) {
     p.name = e.key;
     p.where = e.key_at;
     p.host = pn.find("host")->text;
-    for (auto& it : items_of(&pn, path, "ssh_args")) p.ssh_args.push_back(it.value->text);
-    for (auto& it : items_of(defaults, "defaults", "ssh_args"))
-      p.ssh_args.push_back(it.value->text);
+    // As ssh reads them: the profile's own, then those of defaults.
+    auto args = items_of(&pn, path, "ssh_args");
+    for (auto& it : items_of(defaults, "defaults", "ssh_args")) args.push_back(it);
+    for (auto& it : args) p.ssh_args.push_back(it.value->text);
+    if (auto refused = refused_ssh_args(p.ssh_args); !refused.empty()) {
+      auto& it = args[refused.front().index];
+      fail(it.value->at, it.path, refused.front().message);
+    }
 
     auto subnets = items_of(defaults, "defaults", "subnets");
     for (auto& it : items_of(&pn, path, "subnets")) subnets.push_back(it);

@@ -449,6 +449,33 @@ TEST_F(load_test, a_large_config_loads_quickly) {
   EXPECT_EQ(bounded_load(f), "");
 }
 
+// Issue 9, point 9, in the loader: the error is at the list entry, which may be in defaults,
+// and the profile's own arguments run into those of defaults as ssh sees them.
+TEST_F(load_test, refused_ssh_args_are_errors_at_their_entry) {
+  auto f = write("d.yaml",
+                 "defaults:\n  ssh_args: [-F, cfg, -oControlPersist=yes]\nprofiles:\n"
+                 "  a: {host: h, ssh_args: [-i, key]}\n");
+  EXPECT_EQ(error_of(f), f.string() +
+                             ":2:23: defaults.ssh_args[2]: '-oControlPersist=yes' sets "
+                             "ControlPersist, which keeps the master running in the background, "
+                             "out of tprosshy's supervision; remove it");
+  auto g = write("e.yaml",
+                 "defaults:\n  ssh_args: ['ControlMaster auto']\nprofiles:\n"
+                 "  a: {host: h, ssh_args: [-C, -o]}\n");
+  EXPECT_EQ(error_of(g), g.string() +
+                             ":2:14: defaults.ssh_args[0]: '-o ControlMaster auto' sets "
+                             "ControlMaster, which tprosshy sets itself (every tunnel is a "
+                             "ControlMaster on a private socket); remove it");
+  // ${VAR} is expanded first: ssh sees the value.
+  setenv("TPROSSHY_TEST_FLAGS", "-Nf", 1);
+  auto h = write("h.yaml", "profiles:\n  a: {host: h, ssh_args: ['${TPROSSHY_TEST_FLAGS}']}\n");
+  EXPECT_EQ(error_of(h), h.string() +
+                             ":2:27: profiles.a.ssh_args[0]: '-Nf' holds -f, which makes ssh "
+                             "fork into the background after logging in, out of tprosshy's "
+                             "supervision; remove it");
+  unsetenv("TPROSSHY_TEST_FLAGS");
+}
+
 TEST(endpoint, parses_the_documented_forms) {
   auto e = config::parse_endpoint("10.0.0.53");
   ASSERT_TRUE(e);
