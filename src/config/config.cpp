@@ -317,8 +317,14 @@ config build(const node& root, const fs::path& file) {
                "loopback (set mode: gateway to serve other machines)");
     c.listen_address = addr;
   }
-  if (const node* p = child(listen, "tcp_port")) c.tcp_port = static_cast<uint16_t>(p->number);
-  if (const node* p = child(listen, "dns_port")) c.dns_port = static_cast<uint16_t>(p->number);
+  const node* tcp_port = child(listen, "tcp_port");
+  const node* dns_port = child(listen, "dns_port");
+  if (tcp_port) c.tcp_port = static_cast<uint16_t>(tcp_port->number);
+  if (dns_port) c.dns_port = static_cast<uint16_t>(dns_port->number);
+  if (c.tcp_port != 0 && c.tcp_port == c.dns_port)
+    fail(dns_port->at, "listen.dns_port",
+         std::to_string(c.dns_port) + " is also listen.tcp_port (" + tcp_port->at.to_string() +
+             "); the TCP and DNS listeners need different ports (0 picks a free one)");
 
   const node* dns = root.find("dns");
   if (child(dns, "upstream")) {

@@ -449,6 +449,20 @@ TEST_F(load_test, a_large_config_loads_quickly) {
   EXPECT_EQ(bounded_load(f), "");
 }
 
+// Issue 9, point 10: two listeners on one port passed `check` and failed at run time.
+TEST_F(load_test, listen_ports_must_differ_and_the_error_names_both) {
+  write("inc/ports.yaml", "listen:\n  tcp_port: 1053\n");
+  auto f =
+      write("main.yaml",
+            "include: [inc/ports.yaml]\nlisten:\n  dns_port: 1053\nprofiles:\n  a: {host: h}\n");
+  EXPECT_EQ(error_of(f), f.string() + ":3:13: listen.dns_port: 1053 is also listen.tcp_port (" +
+                             (tmp_ / "inc/ports.yaml").string() +
+                             ":2:13); the TCP and DNS listeners need different ports (0 picks "
+                             "a free one)");
+  auto zero = write("zero.yaml", "listen: {tcp_port: 0, dns_port: 0}\nprofiles:\n  a: {host: h}\n");
+  EXPECT_EQ(error_of(zero), "");
+}
+
 // Issue 9, point 9, in the loader: the error is at the list entry, which may be in defaults,
 // and the profile's own arguments run into those of defaults as ssh sees them.
 TEST_F(load_test, refused_ssh_args_are_errors_at_their_entry) {
