@@ -28,9 +28,29 @@ class error : public std::runtime_error {
   const location& where() const { return where_; }
   const std::string& message() const { return message_; }
 
+ protected:
+  error(location where, const std::string& message, const std::string& what);
+
  private:
   location where_;
   std::string message_;
+};
+
+// Every mistake a load found, at most limits::errors of them, in file order (the files in
+// the order they were read, then line and column); never two at one place. what() is each
+// error's what(), one per line, followed, when the load stopped at the limit, by a line
+// "file:line:column: more errors from here on ..." at the first mistake not listed.
+// where() and message() are those of the first error.
+class errors : public error {
+ public:
+  explicit errors(std::vector<error> all, std::optional<location> more = std::nullopt);
+  const std::vector<error>& all() const { return all_; }
+  // Where the first mistake not in all() is, when the load stopped at the limit.
+  const std::optional<location>& more() const { return more_; }
+
+ private:
+  std::vector<error> all_;
+  std::optional<location> more_;
 };
 
 enum class run_mode { local, gateway };
@@ -89,6 +109,8 @@ inline constexpr std::size_t text_bytes = 8 * 1024 * 1024;
 inline constexpr std::size_t includes = 128;
 // Includes inside includes: the top-level file is depth 0, its includes depth 1.
 inline constexpr std::size_t include_depth = 8;
+// Errors reported by one load (config::errors).
+inline constexpr std::size_t errors = 20;
 }  // namespace limits
 
 // Reads, validates against schemas/tprosshy.schema.json, merges includes and defaults,

@@ -213,13 +213,20 @@ void schema::validate_at(const std::string& pointer, const node& value, const st
   check(at(pointer), value, path, nullptr, opts);
 }
 
-void schema::check(const node& s, const node& v, const std::string& path, const location* key_at,
+bool schema::check(const node& s, const node& v, const std::string& path, const location* key_at,
                    const options& opts) const {
-  if (s.type == kind::boolean) {
-    if (!s.boolean) fail(v.at, path, "not allowed here");
-    return;
-  }
-  if (auto* ref = s.find("$ref")) check(at(ref->text), v, path, key_at, opts);
+  // Rejects `n` (v, or a value inside it) and says why at `where`.
+  auto reject = [&](const node& n, const location& where, const std::string& p,
+                    const std::string& message) {
+    if (opts.rejected) opts.rejected->insert(&n);
+    report(opts.sink, where, p, message);
+    return false;
+  };
+  auto bad = [&](const location& where, const std::string& p, const std::string& message) {
+    return reject(v, where, p, message);
+  };
+  if (s.type == kind::boolean) return s.boolean || bad(v.at, path, "not allowed here");
+  if (auto* ref = s.find("$ref"); ref && !check(at(ref->text), v, path, key_at, opts)) return false;
 
   if (auto* t = s.find("type")) {
     std::vector<std::string> types;
@@ -240,7 +247,7 @@ void schema::check(const node& s, const node& v, const std::string& path, const 
       if (types.size() == 1 && types[0] == "boolean" && v.type == kind::string &&
           yaml11.contains(v.text))
         msg += " (write true or false)";
-      fail(v.at, path, msg);
+      return bad(v.at, path, msg);
     }
   }
 
@@ -257,20 +264,20 @@ void schema::check(const node& s, const node& v, const std::string& path, const 
       std::string msg = show(v) + " is not one of " + list;
       if (v.type == kind::string)
         if (auto near = closest(v.text, names)) msg += " (did you mean '" + *near + "'?)";
-      fail(v.at, path, msg);
+      return bad(v.at, path, msg);
     }
   }
 
   if (v.type == kind::string) {
     if (auto* min = s.find("minLength"); min && v.text.size() < min->number)
-      fail(v.at, path,
-           min->number == 1 ? "must not be empty"
-                            : "must be at least " + min->text + " characters long");
+      return bad(v.at, path,
+                 min->number == 1 ? "must not be empty"
+                                  : "must be at least " + min->text + " characters long");
     if (auto* max = s.find("maxLength"); max && v.text.size() > max->number)
-      fail(v.at, path, show(v) + " is longer than " + max->text + " characters");
+      return bad(v.at, path, show(v) + " is longer than " + max->text + " characters");
     if (auto* p = s.find("pattern"); p && !pattern_matcher(p->text)(v.text)) {
       auto* hint = s.find("x-hint");
-      fail(v.at, path, show(v) + " " + (hint ? hint->text : "does not match " + p->text));
+      return bad(v.at, path, show(v) + " " + (hint ? hint->text : "does not match " + p->text));
     }
   }
 
@@ -280,16 +287,16 @@ void schema::check(const node& s, const node& v, const std::string& path, const 
     bool low = min && v.number < min->number;
     bool high = max && v.number > max->number;
     if ((low || high) && min && max)
-      fail(v.at, path, v.text + " is out of range (" + min->text + "-" + max->text + ")");
-    if (low) fail(v.at, path, v.text + " is less than the minimum " + min->text);
-    if (high) fail(v.at, path, v.text + " is greater than the maximum " + max->text);
+      return bad(v.at, path, v.text + " is out of range (" + min->text + "-" + max->text + ")");
+    if (low) return bad(v.at, path, v.text + " is less than the minimum " + min->text);
+    if (high) return bad(v.at, path, v.text + " is greater than the maximum " + max->text);
   }
 
   if (v.type == kind::list) {
     if (auto* min = s.find("minItems"); min && v.items.size() < min->number)
-      fail(v.at, path,
-           min->number == 1 ? "must list at least one item"
-                            : "must list at least " + min->text + " items");
+      return bad(v.at, path,
+                 min->number == 1 ? "must list at least one item"
+                                  : "must list at least " + min->text + " items");
     if (auto* items = s.find("items"))
       for (std::size_t i = 0; i < v.items.size(); ++i)
         check(*items, v.items[i], join(path, i), nullptr, opts);
@@ -299,9 +306,9 @@ void schema::check(const node& s, const node& v, const std::string& path, const 
         if (!v.items[i].is_scalar()) continue;
         auto [pos, fresh] = first.try_emplace(unique_key(v.items[i]), i);
         if (!fresh)
-          fail(v.items[i].at, join(path, i),
-               show(v.items[i]) + " is listed twice (first at " +
-                   v.items[pos->second].at.to_string() + ")");
+          reject(v.items[i], v.items[i].at, join(path, i),
+                 show(v.items[i]) + " is listed twice (first at " +
+                     v.items[pos->second].at.to_string() + ")");
       }
     }
   }
@@ -310,6 +317,7 @@ void schema::check(const node& s, const node& v, const std::string& path, const 
     const node* props = s.find("properties");
     const node* extra = s.find("additionalProperties");
     const node* names = s.find("propertyNames");
+    std::set<std::string> meant;  // keys an unknown key was taken for: not missing as well
     for (auto& e : v.entries) {
       std::string p = join(path, e.key);
       if (names) {
@@ -317,7 +325,13 @@ void schema::check(const node& s, const node& v, const std::string& path, const 
         key.type = kind::string;
         key.text = e.key;
         key.at = e.key_at;
-        check(*names, key, p, nullptr, opts);
+        // The error is about the key; what is rejected is the value it names.
+        options key_opts = opts;
+        key_opts.rejected = nullptr;
+        if (!check(*names, key, p, nullptr, key_opts)) {
+          if (opts.rejected) opts.rejected->insert(&e.value);
+          continue;
+        }
       }
       if (const node* sub = props ? props->find(e.key) : nullptr) {
         check(*sub, e.value, p, &e.key_at, opts);
@@ -328,6 +342,7 @@ void schema::check(const node& s, const node& v, const std::string& path, const 
         std::string msg = "unknown key '" + e.key + "'";
         if (auto near = closest(e.key, known)) {
           msg += " (did you mean '" + *near + "'?)";
+          meant.insert(*near);
         } else if (props) {
           // A key one level too high, such as a profile's learn_routes outside dns.
           for (auto& k : props->entries)
@@ -336,20 +351,31 @@ void schema::check(const node& s, const node& v, const std::string& path, const 
               break;
             }
         }
-        fail(e.key_at, p, msg);
+        reject(e.value, e.key_at, p, msg);
       } else if (extra) {
         check(*extra, e.value, p, &e.key_at, opts);
       }
     }
-    if (opts.check_required)
-      if (auto* req = s.find("required"))
-        for (auto& r : req->items)
-          if (!v.find(r.text))
-            fail(key_at ? *key_at : v.at, join(path, r.text), "required key is missing");
+    bool whole = true;
+    if (auto* req = s.find("required"); req && opts.check_required) {
+      for (auto& r : req->items) {
+        if (v.find(r.text)) {
+          continue;
+        } else if (meant.contains(r.text)) {  // "did you mean" has said it
+          if (opts.rejected) opts.rejected->insert(&v);
+          whole = false;
+        } else {
+          whole = bad(key_at ? *key_at : v.at, join(path, r.text), "required key is missing");
+        }
+      }
+    }
     if (auto* min = s.find("minProperties"); min && v.entries.size() < min->number)
-      fail(key_at ? *key_at : v.at, path,
-           min->number == 1 ? "must not be empty" : "must have at least " + min->text + " keys");
+      whole =
+          bad(key_at ? *key_at : v.at, path,
+              min->number == 1 ? "must not be empty" : "must have at least " + min->text + " keys");
+    return whole;
   }
+  return true;
 }
 
 }  // namespace tprosshy::config::detail

@@ -7,6 +7,7 @@
 #include <charconv>
 #include <cstdlib>
 #include <sstream>
+#include <tuple>
 #include <unordered_map>
 
 namespace tprosshy::config::detail {
@@ -25,6 +26,41 @@ node* node::find(std::string_view key) {
 
 void fail(const location& at, const std::string& path, const std::string& message) {
   throw error(at, path.empty() ? message : path + ": " + message);
+}
+
+void collector::file(const std::string& display) {
+  if (std::find(files_.begin(), files_.end(), display) == files_.end()) files_.push_back(display);
+}
+
+void collector::add(const location& at, const std::string& path, const std::string& message) {
+  for (auto& e : errors_)
+    if (e.where().file == at.file && e.where().line == at.line && e.where().column == at.column)
+      return;
+  if (errors_.size() == limits::errors) throw errors(sorted(errors_), at);
+  errors_.emplace_back(at, path.empty() ? message : path + ": " + message);
+}
+
+std::vector<error> collector::sorted(std::vector<error> all) const {
+  auto rank = [&](const location& l) {
+    auto it = std::find(files_.begin(), files_.end(), l.file);
+    return std::tuple(it - files_.begin(), l.line, l.column);
+  };
+  std::stable_sort(all.begin(), all.end(), [&](const error& a, const error& b) {
+    return rank(a.where()) < rank(b.where());
+  });
+  return all;
+}
+
+void collector::raise(const error* fatal) const {
+  auto all = errors_;
+  if (fatal) all.push_back(*fatal);
+  throw errors(sorted(std::move(all)));
+}
+
+void report(collector* sink, const location& at, const std::string& path,
+            const std::string& message) {
+  if (!sink) fail(at, path, message);
+  sink->add(at, path, message);
 }
 
 std::string join(const std::string& path, std::string_view key) {

@@ -79,6 +79,30 @@ std::optional<std::string> closest(std::string_view word, const std::vector<std:
 // Throws config::error "path: message" at `at` (just "message" when path is empty).
 [[noreturn]] void fail(const location& at, const std::string& path, const std::string& message);
 
+// The mistakes a load can go on after (the schema's and the loader's own checks); the others
+// (syntax, includes, limits) still stop it at once.
+class collector {
+ public:
+  // Files in the order they are read: errors are sorted by it, then by line and column.
+  void file(const std::string& display);
+  // Records "path: message" at `at`, unless an error is already recorded there (a mistake
+  // often shows through more than one check). One past limits::errors throws errors.
+  void add(const location& at, const std::string& path, const std::string& message);
+  bool empty() const { return errors_.empty(); }
+  // Throws config::errors with everything recorded; with `fatal` too, if given.
+  [[noreturn]] void raise(const error* fatal = nullptr) const;
+
+ private:
+  std::vector<error> sorted(std::vector<error> all) const;
+
+  std::vector<error> errors_;
+  std::vector<std::string> files_;
+};
+
+// With a collector: records the mistake and returns. Without: fail().
+void report(collector* sink, const location& at, const std::string& path,
+            const std::string& message);
+
 // "profiles" + "corp" -> "profiles.corp"; "subnets" + 1 -> "subnets[1]".
 std::string join(const std::string& path, std::string_view key);
 std::string join(const std::string& path, std::size_t index);

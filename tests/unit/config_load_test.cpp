@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 #include <sys/stat.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -488,6 +489,103 @@ TEST_F(load_test, refused_ssh_args_are_errors_at_their_entry) {
                              "fork into the background after logging in, out of tprosshy's "
                              "supervision; remove it");
   unsetenv("TPROSSHY_TEST_FLAGS");
+}
+
+// Issue 12 (a): every mistake at once, in file order, each at its place; one mistake that
+// shows through several checks is reported once.
+TEST_F(load_test, every_error_at_once_in_file_order) {
+  write("inc/team.yaml",
+        "profiles:\n"
+        "  team:\n"
+        "    host: team\n"
+        "    subnets: [10.1.0.0/33]\n"
+        "    dns: {learn_routes: maybe}\n");
+  auto f = write("main.yaml",
+                 "include: [inc/team.yaml]\n"
+                 "listen: {tcp_port: 70000}\n"
+                 "mode: local\n"
+                 "exclude: [192.168.0.0/16, 10.0.0.1/8]\n"
+                 "profiles:\n"
+                 "  corp:\n"
+                 "    host: bastion\n"
+                 "    enabled: yes\n"
+                 "    ssh_args: [-f]\n"
+                 "  other:\n"
+                 "    hots: x\n");
+  fs::current_path(tmp_);
+  try {
+    load("main.yaml");
+    FAIL() << "no exception";
+  } catch (const config::errors& e) {
+    EXPECT_EQ(std::string(e.what()),
+              "main.yaml:2:20: listen.tcp_port: 70000 is out of range (0-65535)\n"
+              "main.yaml:4:27: exclude[1]: '10.0.0.1/8' has host bits set; did you mean "
+              "10.0.0.0/8?\n"
+              "main.yaml:8:14: profiles.corp.enabled: expected true or false, got string 'yes' "
+              "(write true or false)\n"
+              "main.yaml:9:16: profiles.corp.ssh_args[0]: '-f' makes ssh fork into the "
+              "background after logging in, out of tprosshy's supervision; remove it\n"
+              "main.yaml:11:5: profiles.other.hots: unknown key 'hots' (did you mean 'host'?)\n"
+              "inc/team.yaml:4:15: profiles.team.subnets[0]: '10.1.0.0/33' has an invalid prefix "
+              "length (0-32)\n"
+              "inc/team.yaml:5:25: profiles.team.dns.learn_routes: expected true or false, got "
+              "string 'maybe'");
+    ASSERT_EQ(e.all().size(), 7u);
+    EXPECT_EQ(e.where().to_string(), "main.yaml:2:20");
+    EXPECT_EQ(e.message(), "listen.tcp_port: 70000 is out of range (0-65535)");
+    EXPECT_FALSE(e.more());
+  }
+}
+
+TEST_F(load_test, at_most_twenty_errors_then_where_the_next_one_is) {
+  std::string text = "profiles:\n";
+  for (int i = 0; i < 25; ++i) text += "  p" + std::to_string(i) + ": {host: h, enabled: 1}\n";
+  auto f = write("many.yaml", text);
+  try {
+    load(f);
+    FAIL() << "no exception";
+  } catch (const config::errors& e) {
+    ASSERT_EQ(e.all().size(), 20u);
+    for (int i = 0; i < 20; ++i)
+      EXPECT_EQ(e.all()[i].what(), f.string() + ":" + std::to_string(i + 2) +
+                                       (i < 10 ? ":26" : ":27") + ": profiles.p" +
+                                       std::to_string(i) +
+                                       ".enabled: expected true or false, got integer 1")
+          << i;
+    ASSERT_TRUE(e.more());
+    EXPECT_EQ(e.more()->to_string(), f.string() + ":22:27");
+    std::string what = e.what();
+    EXPECT_EQ(std::count(what.begin(), what.end(), '\n'), 20);
+    EXPECT_THAT(what, testing::EndsWith("\n" + f.string() +
+                                        ":22:27: more errors from here on (at most 20 are "
+                                        "reported at once)"));
+  }
+}
+
+TEST_F(load_test, a_fatal_error_stops_the_load_and_comes_with_those_before_it) {
+  // Syntax stops a file: nothing after it in that file is looked at.
+  auto syntax = write("syntax.yaml", "mode: nope\nprofiles: {a: {host: h}\nlog: {level: x}\n");
+  try {
+    load(syntax);
+    FAIL() << "no exception";
+  } catch (const config::errors&) {
+    FAIL() << "a syntax error alone is a single config::error";
+  } catch (const config::error& e) {
+    EXPECT_THAT(e.what(), testing::HasSubstr("YAML syntax error"));
+  }
+  // An include that cannot be read stops the load; what was found before it is reported too.
+  auto f = write("main.yaml",
+                 "include: [nope.yaml]\nmode: nope\nprofiles:\n  a: {host: h, enabled: 1}\n");
+  try {
+    load(f);
+    FAIL() << "no exception";
+  } catch (const config::errors& e) {
+    EXPECT_EQ(std::string(e.what()),
+              f.string() + ":1:11: include[0]: cannot read '" + (tmp_ / "nope.yaml").string() +
+                  "': No such file or directory\n" + f.string() +
+                  ":2:7: mode: 'nope' is not one of local, gateway\n" + f.string() +
+                  ":4:25: profiles.a.enabled: expected true or false, got integer 1");
+  }
 }
 
 TEST(endpoint, parses_the_documented_forms) {
