@@ -1,6 +1,7 @@
 #include "config/config.hpp"
 
 #include <fcntl.h>
+#include <glob.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -201,6 +202,37 @@ struct frame {
   std::string display;
 };
 
+bool is_glob(std::string_view s) { return s.find_first_of("*?[") != std::string_view::npos; }
+
+// `s` matched literally by glob(3).
+std::string glob_escape(const std::string& s) {
+  std::string out;
+  for (char c : s) {
+    if (c == '*' || c == '?' || c == '[' || c == '\\') out += '\\';
+    out += c;
+  }
+  return out;
+}
+
+// The paths `pattern` matches, in byte order; none is not a mistake.
+std::vector<std::string> glob_files(const std::string& pattern, const location& at,
+                                    const std::string& path) {
+  glob_t g{};
+  int rc = ::glob(pattern.c_str(), 0, nullptr, &g);
+  struct freer {
+    glob_t* g;
+    ~freer() { ::globfree(g); }
+  } free_g{&g};
+  if (rc == GLOB_NOMATCH) return {};
+  if (rc != 0)
+    fail(at, path,
+         "cannot expand '" + pattern +
+             "': " + (rc == GLOB_NOSPACE ? "out of memory" : "read error"));
+  std::vector<std::string> out(g.gl_pathv, g.gl_pathv + g.gl_pathc);
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
 struct loader {
   explicit loader(detail::collector& s) : sink(s) {}
 
@@ -239,36 +271,20 @@ struct loader {
         if (rejected.contains(&item)) continue;
         std::string path = join("include", i);
         fs::path rel(item.text);
-        fs::path sub_real = rel.is_absolute() ? rel : real.parent_path() / rel;
-        std::string sub_display =
-            rel.is_absolute() ? item.text
-                              : (fs::path(display).parent_path() / rel).lexically_normal().string();
-        auto canon = fs::weakly_canonical(fs::absolute(sub_real), ec);
-        for (auto& f : stack) {
-          if (f.canonical != canon) continue;
-          std::string chain;
-          for (auto& g : stack) chain += g.display + " -> ";
-          fail(item.at, path, "include cycle: " + chain + sub_display);
+        fs::path base = rel.is_absolute() ? fs::path() : real.parent_path();
+        fs::path display_base = rel.is_absolute() ? fs::path() : fs::path(display).parent_path();
+        if (!is_glob(item.text)) {
+          include(merged, item, path, base / rel,
+                  rel.is_absolute() ? rel : (display_base / rel).lexically_normal());
+          continue;
         }
-        if (stack.size() > limits::include_depth)
-          fail(item.at, path,
-               "'" + sub_display + "' would be included " + std::to_string(stack.size()) +
-                   " levels deep; the limit is " + std::to_string(limits::include_depth));
-        if (++includes > limits::includes)
-          fail(item.at, path,
-               "'" + sub_display + "' would be file number " + std::to_string(includes) +
-                   " read through include (a file included twice counts twice); the limit is " +
-                   std::to_string(limits::includes));
-        auto f = read_file(sub_real);
-        if (f.err)
-          fail(item.at, path, "cannot read '" + sub_display + "': " + std::strerror(f.err));
-        if (!f.not_regular.empty())
-          fail(item.at, path,
-               "'" + sub_display + "' is " + f.not_regular +
-                   ", not a regular file; only regular files can be included");
-        if (!f.too_large.empty())
-          fail(item.at, path, "'" + sub_display + "' is " + f.too_large + "; " + file_limit());
-        merge(merged, load_text(f.text, sub_real, sub_display), true);
+        // A pattern: every file it matches, in byte order, named as if listed one by one.
+        std::string prefix = base.empty() ? "" : glob_escape(base.string()) + "/";
+        std::size_t cut = base.empty() ? 0 : base.string().size() + 1;
+        for (auto& match : glob_files(prefix + item.text, item.at, path))
+          include(merged, item, path, match,
+                  rel.is_absolute() ? fs::path(match)
+                                    : (display_base / match.substr(cut)).lexically_normal());
       }
     }
     std::erase_if(doc.entries, [](auto& e) { return e.key == "include"; });
@@ -277,6 +293,38 @@ struct loader {
     merged.at = at;
     stack.pop_back();
     return merged;
+  }
+
+  // Reads one included file into `merged`; `item` is the include entry that names it.
+  void include(node& merged, const node& item, const std::string& path, const fs::path& sub_real,
+               const fs::path& sub_display_path) {
+    std::string sub_display = sub_display_path.string();
+    std::error_code ec;
+    auto canon = fs::weakly_canonical(fs::absolute(sub_real), ec);
+    for (auto& f : stack) {
+      if (f.canonical != canon) continue;
+      std::string chain;
+      for (auto& g : stack) chain += g.display + " -> ";
+      fail(item.at, path, "include cycle: " + chain + sub_display);
+    }
+    if (stack.size() > limits::include_depth)
+      fail(item.at, path,
+           "'" + sub_display + "' would be included " + std::to_string(stack.size()) +
+               " levels deep; the limit is " + std::to_string(limits::include_depth));
+    if (++includes > limits::includes)
+      fail(item.at, path,
+           "'" + sub_display + "' would be file number " + std::to_string(includes) +
+               " read through include (a file included twice counts twice); the limit is " +
+               std::to_string(limits::includes));
+    auto f = read_file(sub_real);
+    if (f.err) fail(item.at, path, "cannot read '" + sub_display + "': " + std::strerror(f.err));
+    if (!f.not_regular.empty())
+      fail(item.at, path,
+           "'" + sub_display + "' is " + f.not_regular +
+               ", not a regular file; only regular files can be included");
+    if (!f.too_large.empty())
+      fail(item.at, path, "'" + sub_display + "' is " + f.too_large + "; " + file_limit());
+    merge(merged, load_text(f.text, sub_real, sub_display), true);
   }
 };
 

@@ -588,6 +588,40 @@ TEST_F(load_test, a_fatal_error_stops_the_load_and_comes_with_those_before_it) {
   }
 }
 
+// Issue 12 (b): include takes glob patterns, expanded in byte order.
+TEST_F(load_test, include_globs_expand_in_sorted_order) {
+  for (auto [file, profile] : {std::pair{"9.yaml", "p9"}, std::pair{"10.yaml", "p10"},
+                               std::pair{"a.yaml", "pa"}, std::pair{"B.yaml", "pbig"}})
+    write(std::string("sub/conf.d/") + file,
+          std::string("profiles:\n  ") + profile + ": {host: h}\n");
+  write("sub/conf.d/c.yml", "profiles:\n  not-yaml: {host: h}\n");       // not *.yaml
+  write("sub/conf.d/.hidden.yaml", "profiles:\n  hidden: {host: h}\n");  // * skips dot files
+  write("sub/conf.d/deeper/d.yaml", "profiles:\n  deeper: {host: h}\n");
+  write("sub/main.yaml",
+        "include: [conf.d/*.yaml, empty.d/*.yaml, 'conf.d/[9]*.yaml']\nprofiles:\n  mine: {host: "
+        "h}\n");
+  fs::current_path(tmp_);
+  auto c = load("sub/main.yaml");
+  std::vector<std::string> names, files;
+  for (auto& p : c.profiles) {
+    names.push_back(p.name);
+    files.push_back(p.where.file);
+  }
+  EXPECT_THAT(names, ElementsAre("p10", "p9", "pbig", "pa", "mine"));
+  EXPECT_THAT(files, ElementsAre("sub/conf.d/10.yaml", "sub/conf.d/9.yaml", "sub/conf.d/B.yaml",
+                                 "sub/conf.d/a.yaml", "sub/main.yaml"));
+  // A matched file's mistakes name it like any other include.
+  write("sub/conf.d/zz.yaml", "profiles:\n  z: {host: h, subnet: []}\n");
+  EXPECT_EQ(error_of("sub/main.yaml"),
+            "sub/conf.d/zz.yaml:2:16: profiles.z.subnet: unknown key 'subnet' (did you mean "
+            "'subnets'?)");
+  // A plain path that does not exist is still a mistake.
+  write("sub/plain.yaml", "include: [conf.d/nope.yaml]\nprofiles:\n  mine: {host: h}\n");
+  EXPECT_EQ(error_of("sub/plain.yaml"),
+            "sub/plain.yaml:1:11: include[0]: cannot read 'sub/conf.d/nope.yaml': No such file "
+            "or directory");
+}
+
 TEST(endpoint, parses_the_documented_forms) {
   auto e = config::parse_endpoint("10.0.0.53");
   ASSERT_TRUE(e);
