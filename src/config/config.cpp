@@ -554,11 +554,13 @@ struct builder {
 
 }  // namespace
 
-config load(const fs::path& file) {
-  detail::collector sink;
+namespace detail {
+
+config load_tree(const fs::path& file, node& root) {
+  collector sink;
   loader l(sink);
   try {
-    node root = l.load(file, file.string());
+    root = l.load(file, file.string());
     std::unordered_set<const node*> rejected;
     l.schema.validate(root, {.check_required = true, .sink = &sink, .rejected = &rejected});
     config c = builder{sink, rejected}.build(root, file);
@@ -571,6 +573,13 @@ config load(const fs::path& file) {
     if (!sink.empty()) sink.raise(&fatal);
     throw;
   }
+}
+
+}  // namespace detail
+
+config load(const fs::path& file) {
+  node root;
+  return detail::load_tree(file, root);
 }
 
 }  // namespace tprosshy::config

@@ -132,6 +132,15 @@ inline constexpr std::size_t errors = 20;
 // an included file may be partial), the merged result once more in full.
 config load(const std::filesystem::path& file);
 
+// The configuration `file` makes, as YAML: includes merged, `defaults` applied to every
+// profile, ${VAR} and ~ expanded, and every key that has a built-in default and is not set
+// shown with it. Each value is followed by a comment saying where it comes from, like
+// `git config --show-origin`: "# file:line" (the file named as in errors) or "# default".
+// Keys follow the schema's order; profiles keep theirs. Loading the result gives the same
+// config, as long as no value holds "${" or starts with "~/" once expanded (it would be
+// expanded again). Throws what load() throws.
+std::string effective_yaml(const std::filesystem::path& file);
+
 // "IP", "IPv4:port" or "[IPv6]:port", as used by dns.upstream and dns.nameserver.
 struct endpoint {
   net::address address;

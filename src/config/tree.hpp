@@ -2,6 +2,7 @@
 // Internal to config/: a YAML document as a plain tree whose every node remembers the file,
 // line and column it came from, so errors survive includes and merging.
 #include <cstdint>
+#include <filesystem>
 #include <functional>
 #include <optional>
 #include <string>
@@ -98,6 +99,10 @@ class collector {
   std::vector<error> errors_;
   std::vector<std::string> files_;
 };
+
+// config::load(), keeping the merged tree it built the config from (includes merged, the
+// schema checked, ${VAR} and ~ expanded; defaults not applied).
+config load_tree(const std::filesystem::path& file, node& root);
 
 // With a collector: records the mistake and returns. Without: fail().
 void report(collector* sink, const location& at, const std::string& path,

@@ -622,6 +622,60 @@ TEST_F(load_test, include_globs_expand_in_sorted_order) {
             "or directory");
 }
 
+// Issue 12 (c): the effective configuration, with where each value comes from.
+void expect_same(const config::config& a, const config::config& b) {
+  EXPECT_EQ(a.mode, b.mode);
+  EXPECT_EQ(a.gateway_interfaces, b.gateway_interfaces);
+  EXPECT_EQ(a.listen_address, b.listen_address);
+  EXPECT_EQ(a.tcp_port, b.tcp_port);
+  EXPECT_EQ(a.dns_port, b.dns_port);
+  EXPECT_EQ(a.dns_upstream, b.dns_upstream);
+  EXPECT_EQ(a.capture, b.capture);
+  EXPECT_EQ(a.cache_size, b.cache_size);
+  EXPECT_EQ(a.on_start_failure, b.on_start_failure);
+  EXPECT_EQ(a.exclude, b.exclude);
+  EXPECT_EQ(a.log_level, b.log_level);
+  ASSERT_EQ(a.profiles.size(), b.profiles.size());
+  for (std::size_t i = 0; i < a.profiles.size(); ++i) {
+    auto &p = a.profiles[i], &q = b.profiles[i];
+    EXPECT_EQ(p.name, q.name);
+    EXPECT_EQ(p.host, q.host) << p.name;
+    EXPECT_EQ(p.ssh_args, q.ssh_args) << p.name;
+    EXPECT_EQ(p.subnets, q.subnets) << p.name;
+    EXPECT_EQ(p.exclude, q.exclude) << p.name;
+    EXPECT_EQ(p.dns.domains, q.dns.domains) << p.name;
+    EXPECT_EQ(p.dns.nameserver, q.dns.nameserver) << p.name;
+    EXPECT_EQ(p.dns.learn_routes, q.dns.learn_routes) << p.name;
+    EXPECT_EQ(p.enabled, q.enabled) << p.name;
+  }
+}
+
+TEST_F(load_test, effective_yaml_shows_where_each_value_comes_from) {
+  auto dir = source_dir / "tests/unit/data/config/effective";
+  fs::current_path(dir);
+  std::string got = config::effective_yaml("main.yaml");
+  auto golden = dir / "main.effective.yaml";
+  if (std::getenv("TPROSSHY_UPDATE_GOLDEN")) std::ofstream(golden) << got;
+  std::ifstream in(golden);
+  std::string want((std::istreambuf_iterator<char>(in)), {});
+  EXPECT_EQ(got, want);
+  // It is a config in its own right, and the same one.
+  expect_same(load(write("effective.yaml", got)), load("main.yaml"));
+  // Every key of the schema that has a default shows up in the smallest config.
+  auto minimal = config::effective_yaml(good_dir / "minimal.yaml");
+  for (auto line :
+       {"mode: local  # default", "  tcp_port: 0  # default", "  dns_port: 0  # default",
+        "    - system  # default", "  capture: resolvers  # default",
+        "  cache_size: 10000  # default", "on_start_failure: exit  # default",
+        "  level: info  # default", "      nameserver: auto  # default",
+        "      learn_routes: true  # default", "    enabled: true  # default"})
+    EXPECT_THAT(minimal, testing::HasSubstr(std::string("\n") + line + "\n"));
+  expect_same(load(write("minimal.yaml", minimal)), load(good_dir / "minimal.yaml"));
+  // A config that does not load has no effective form: the same error.
+  EXPECT_THROW(config::effective_yaml(source_dir / "tests/unit/data/config/bad/host_bits.yaml"),
+               config::error);
+}
+
 TEST(endpoint, parses_the_documented_forms) {
   auto e = config::parse_endpoint("10.0.0.53");
   ASSERT_TRUE(e);
