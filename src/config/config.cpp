@@ -1,16 +1,22 @@
 #include "config/config.hpp"
 
+#include <fcntl.h>
+#include <glob.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
 #include <algorithm>
 #include <cctype>
 #include <cerrno>
 #include <charconv>
 #include <cstring>
-#include <fstream>
 #include <map>
-#include <sstream>
 #include <system_error>
+#include <unordered_map>
+#include <unordered_set>
 
 #include "config/schema.hpp"
+#include "config/ssh_args.hpp"
 #include "config/tree.hpp"
 
 namespace tprosshy::config {
@@ -23,6 +29,27 @@ error::error(location where, const std::string& message)
     : std::runtime_error(where.to_string() + ": " + message),
       where_(std::move(where)),
       message_(message) {}
+
+error::error(location where, const std::string& message, const std::string& what)
+    : std::runtime_error(what), where_(std::move(where)), message_(message) {}
+
+namespace {
+
+std::string all_lines(const std::vector<error>& all, const std::optional<location>& more) {
+  std::string out;
+  for (auto& e : all) out += (out.empty() ? "" : "\n") + std::string(e.what());
+  if (more)
+    out += "\n" + more->to_string() + ": more errors from here on (at most " +
+           std::to_string(limits::errors) + " are reported at once)";
+  return out;
+}
+
+}  // namespace
+
+errors::errors(std::vector<error> all, std::optional<location> more)
+    : error(all.at(0).where(), all.at(0).message(), all_lines(all, more)),
+      all_(std::move(all)),
+      more_(std::move(more)) {}
 
 std::string endpoint::to_string() const {
   if (!port) return address.to_string();
@@ -70,40 +97,102 @@ using detail::join;
 using detail::kind;
 using detail::node;
 
-std::optional<std::string> read_text(const fs::path& path, int& err) {
-  std::error_code ec;
-  if (fs::is_directory(path, ec)) {
-    err = EISDIR;
-    return std::nullopt;
+std::string file_kind(mode_t mode) {
+  if (S_ISFIFO(mode)) return "a FIFO";
+  if (S_ISCHR(mode)) return "a character device";
+  if (S_ISBLK(mode)) return "a block device";
+  if (S_ISSOCK(mode)) return "a socket";
+  return "an unknown kind of file";
+}
+
+// A config file's text, or why there is none: `err` when there is no file to read (missing,
+// unreadable, a directory); not_regular or too_large when there is one but it cannot be a
+// config.
+struct file_text {
+  std::string text;
+  int err = 0;
+  std::string not_regular;  // "a FIFO", "a character device", ...
+  std::string too_large;    // "2000000 bytes", "more than 1048576 bytes"
+};
+
+// Regular files only, at most limits::file_bytes: stat first, so a device or FIFO is never
+// even opened; open without blocking, so a FIFO swapped in after the stat cannot hang the
+// load; and check again on the descriptor.
+file_text read_file(const fs::path& path) {
+  file_text out;
+  auto acceptable = [&](const struct stat& st) {
+    if (S_ISDIR(st.st_mode)) {
+      out.err = EISDIR;
+    } else if (!S_ISREG(st.st_mode)) {
+      out.not_regular = file_kind(st.st_mode);
+    } else if (static_cast<std::uintmax_t>(st.st_size) > limits::file_bytes) {
+      out.too_large = std::to_string(st.st_size) + " bytes";
+    }
+    return out.err == 0 && out.not_regular.empty() && out.too_large.empty();
+  };
+  struct stat st {};
+  if (::stat(path.c_str(), &st) != 0) {
+    out.err = errno;
+    return out;
   }
-  std::ifstream in(path, std::ios::binary);
-  if (!in) {
-    err = errno ? errno : ENOENT;
-    return std::nullopt;
+  if (!acceptable(st)) return out;
+  int fd = ::open(path.c_str(), O_RDONLY | O_NONBLOCK | O_NOCTTY | O_CLOEXEC);
+  if (fd < 0) {
+    out.err = errno;
+    return out;
   }
-  std::ostringstream out;
-  out << in.rdbuf();
-  if (in.bad()) {
-    err = EIO;
-    return std::nullopt;
+  struct closer {
+    int fd;
+    ~closer() { ::close(fd); }
+  } close_fd{fd};
+  if (::fstat(fd, &st) != 0) {
+    out.err = errno;
+    return out;
   }
-  return std::move(out).str();
+  if (!acceptable(st)) return out;
+  std::string text;
+  text.reserve(static_cast<std::size_t>(st.st_size));
+  char buf[65536];
+  while (true) {
+    auto n = ::read(fd, buf, sizeof buf);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) {
+      out.err = errno;
+      return out;
+    }
+    if (n == 0) break;
+    text.append(buf, static_cast<std::size_t>(n));
+    if (text.size() > limits::file_bytes) {  // it grew while we read
+      out.too_large = "more than " + std::to_string(limits::file_bytes) + " bytes";
+      return out;
+    }
+  }
+  out.text = std::move(text);
+  return out;
+}
+
+std::string file_limit() {
+  return "the limit is " + std::to_string(limits::file_bytes) + " bytes (1 MiB) per file";
 }
 
 // Maps merge key by key; lists and scalars are replaced, except the top-level exclude.
-void merge(node& base, const node& over, bool top) {
+void merge(node& base, node over, bool top) {
+  std::unordered_map<std::string, std::size_t> index;  // key -> base.entries[i]; linear
+  for (std::size_t i = 0; i < base.entries.size(); ++i) index.emplace(base.entries[i].key, i);
   for (auto& e : over.entries) {
-    node* mine = base.find(e.key);
-    if (!mine) {
-      base.entries.push_back(e);
-    } else if (mine->type == kind::map && e.value.type == kind::map) {
-      merge(*mine, e.value, false);
-    } else if (top && e.key == "exclude" && mine->type == kind::list &&
-               e.value.type == kind::list) {
-      mine->items.insert(mine->items.end(), e.value.items.begin(), e.value.items.end());
+    auto it = index.find(e.key);
+    if (it == index.end()) {
+      index.emplace(e.key, base.entries.size());
+      base.entries.push_back(std::move(e));
+      continue;
+    }
+    node& mine = base.entries[it->second].value;
+    if (mine.type == kind::map && e.value.type == kind::map) {
+      merge(mine, std::move(e.value), false);
+    } else if (top && e.key == "exclude" && mine.type == kind::list && e.value.type == kind::list) {
+      for (auto& i : e.value.items) mine.items.push_back(std::move(i));
     } else {
-      for (auto& b : base.entries)
-        if (b.key == e.key) b = e;
+      base.entries[it->second] = std::move(e);
     }
   }
 }
@@ -113,54 +202,129 @@ struct frame {
   std::string display;
 };
 
+bool is_glob(std::string_view s) { return s.find_first_of("*?[") != std::string_view::npos; }
+
+// `s` matched literally by glob(3).
+std::string glob_escape(const std::string& s) {
+  std::string out;
+  for (char c : s) {
+    if (c == '*' || c == '?' || c == '[' || c == '\\') out += '\\';
+    out += c;
+  }
+  return out;
+}
+
+// The paths `pattern` matches, in byte order; none is not a mistake.
+std::vector<std::string> glob_files(const std::string& pattern, const location& at,
+                                    const std::string& path) {
+  glob_t g{};
+  int rc = ::glob(pattern.c_str(), 0, nullptr, &g);
+  struct freer {
+    glob_t* g;
+    ~freer() { ::globfree(g); }
+  } free_g{&g};
+  if (rc == GLOB_NOMATCH) return {};
+  if (rc != 0)
+    fail(at, path,
+         "cannot expand '" + pattern +
+             "': " + (rc == GLOB_NOSPACE ? "out of memory" : "read error"));
+  std::vector<std::string> out(g.gl_pathv, g.gl_pathv + g.gl_pathc);
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
 struct loader {
+  explicit loader(detail::collector& s) : sink(s) {}
+
+  detail::collector& sink;
   const detail::schema& schema = detail::schema::builtin();
   std::vector<frame> stack;
+  detail::budget spend;
+  std::size_t includes = 0;
 
   node load(const fs::path& real, const std::string& display) {
-    int err = 0;
-    auto text = read_text(real, err);
-    if (!text)
-      throw std::system_error(err, std::generic_category(), "cannot read config file " + display);
-    return load_text(*text, real, display);
+    auto f = read_file(real);
+    if (f.err)
+      throw std::system_error(f.err, std::generic_category(), "cannot read config file " + display);
+    location top{display, 1, 1};
+    if (!f.not_regular.empty())
+      throw error(top, "this is " + f.not_regular +
+                           ", not a regular file; tprosshy reads its configuration from "
+                           "regular files only");
+    if (!f.too_large.empty()) throw error(top, "this file is " + f.too_large + "; " + file_limit());
+    return load_text(f.text, real, display);
   }
 
   node load_text(const std::string& text, const fs::path& real, const std::string& display) {
-    node doc = detail::parse(text, display);
-    schema.validate(doc, {.check_required = false});
+    sink.file(display);
+    node doc = detail::parse(text, display, {.expand = true, .env = {}, .spend = &spend});
+    std::unordered_set<const node*> rejected;
+    schema.validate(doc, {.check_required = false, .sink = &sink, .rejected = &rejected});
     std::error_code ec;
     stack.push_back({fs::weakly_canonical(fs::absolute(real), ec), display});
 
     node merged;
     merged.type = kind::map;
-    if (const node* inc = doc.find("include")) {
+    if (const node* inc = doc.find("include"); inc && !rejected.contains(inc)) {
       for (std::size_t i = 0; i < inc->items.size(); ++i) {
         const node& item = inc->items[i];
+        if (rejected.contains(&item)) continue;
         std::string path = join("include", i);
         fs::path rel(item.text);
-        fs::path sub_real = rel.is_absolute() ? rel : real.parent_path() / rel;
-        std::string sub_display =
-            rel.is_absolute() ? item.text
-                              : (fs::path(display).parent_path() / rel).lexically_normal().string();
-        auto canon = fs::weakly_canonical(fs::absolute(sub_real), ec);
-        for (auto& f : stack) {
-          if (f.canonical != canon) continue;
-          std::string chain;
-          for (auto& g : stack) chain += g.display + " -> ";
-          fail(item.at, path, "include cycle: " + chain + sub_display);
+        fs::path base = rel.is_absolute() ? fs::path() : real.parent_path();
+        fs::path display_base = rel.is_absolute() ? fs::path() : fs::path(display).parent_path();
+        if (!is_glob(item.text)) {
+          include(merged, item, path, base / rel,
+                  rel.is_absolute() ? rel : (display_base / rel).lexically_normal());
+          continue;
         }
-        int err = 0;
-        auto sub_text = read_text(sub_real, err);
-        if (!sub_text)
-          fail(item.at, path, "cannot read '" + sub_display + "': " + std::strerror(err));
-        merge(merged, load_text(*sub_text, sub_real, sub_display), true);
+        // A pattern: every file it matches, in byte order, named as if listed one by one.
+        std::string prefix = base.empty() ? "" : glob_escape(base.string()) + "/";
+        std::size_t cut = base.empty() ? 0 : base.string().size() + 1;
+        for (auto& match : glob_files(prefix + item.text, item.at, path))
+          include(merged, item, path, match,
+                  rel.is_absolute() ? fs::path(match)
+                                    : (display_base / match.substr(cut)).lexically_normal());
       }
     }
     std::erase_if(doc.entries, [](auto& e) { return e.key == "include"; });
-    merge(merged, doc, true);
-    merged.at = doc.at;
+    location at = doc.at;
+    merge(merged, std::move(doc), true);
+    merged.at = at;
     stack.pop_back();
     return merged;
+  }
+
+  // Reads one included file into `merged`; `item` is the include entry that names it.
+  void include(node& merged, const node& item, const std::string& path, const fs::path& sub_real,
+               const fs::path& sub_display_path) {
+    std::string sub_display = sub_display_path.string();
+    std::error_code ec;
+    auto canon = fs::weakly_canonical(fs::absolute(sub_real), ec);
+    for (auto& f : stack) {
+      if (f.canonical != canon) continue;
+      std::string chain;
+      for (auto& g : stack) chain += g.display + " -> ";
+      fail(item.at, path, "include cycle: " + chain + sub_display);
+    }
+    if (stack.size() > limits::include_depth)
+      fail(item.at, path,
+           "'" + sub_display + "' would be included " + std::to_string(stack.size()) +
+               " levels deep; the limit is " + std::to_string(limits::include_depth));
+    if (++includes > limits::includes)
+      fail(item.at, path,
+           "'" + sub_display + "' would be file number " + std::to_string(includes) +
+               " read through include (a file included twice counts twice); the limit is " +
+               std::to_string(limits::includes));
+    auto f = read_file(sub_real);
+    if (f.err) fail(item.at, path, "cannot read '" + sub_display + "': " + std::strerror(f.err));
+    if (!f.not_regular.empty())
+      fail(item.at, path,
+           "'" + sub_display + "' is " + f.not_regular +
+               ", not a regular file; only regular files can be included");
+    if (!f.too_large.empty())
+      fail(item.at, path, "'" + sub_display + "' is " + f.too_large + "; " + file_limit());
+    merge(merged, load_text(f.text, sub_real, sub_display), true);
   }
 };
 
@@ -169,29 +333,6 @@ struct item {
   const node* value;
   std::string path;
 };
-
-std::vector<item> items_of(const node* map, const std::string& map_path, std::string_view key) {
-  std::vector<item> out;
-  if (!map) return out;
-  if (const node* list = map->find(key))
-    for (std::size_t i = 0; i < list->items.size(); ++i)
-      out.push_back({&list->items[i], join(join(map_path, key), i)});
-  return out;
-}
-
-net::prefix to_prefix(const item& it) {
-  std::string why;
-  auto p = net::parse_prefix(it.value->text, &why);
-  if (!p) fail(it.value->at, it.path, why);
-  return *p;
-}
-
-std::string text_or(const node* map, std::string_view key, std::string fallback) {
-  const node* v = map ? map->find(key) : nullptr;
-  return v ? v->text : fallback;
-}
-
-const node* child(const node* map, std::string_view key) { return map ? map->find(key) : nullptr; }
 
 std::string lower(std::string s) {
   std::transform(s.begin(), s.end(), s.begin(), [](unsigned char c) { return std::tolower(c); });
@@ -203,152 +344,242 @@ struct claim {
   const node* value;
 };
 
-config build(const node& root, const fs::path& file) {
-  config c;
-  c.file = fs::absolute(file).lexically_normal();
+// Turns the merged tree into the model. Every check reports to the collector and goes on
+// without the value it rejects; nodes the schema rejected are left out as if absent, so
+// one mistake is reported once.
+struct builder {
+  detail::collector& sink;
+  const std::unordered_set<const node*>& rejected;
 
-  const node* mode = root.find("mode");
-  if (mode) c.mode = mode->text == "gateway" ? run_mode::gateway : run_mode::local;
-  for (auto& it : items_of(child(&root, "gateway"), "gateway", "interfaces"))
-    c.gateway_interfaces.push_back(it.value->text);
-  if (c.mode == run_mode::gateway && c.gateway_interfaces.empty())
-    fail(mode->at, "mode",
-         "gateway mode needs gateway.interfaces, the LAN-side interfaces whose traffic is "
-         "redirected");
-
-  const node* listen = root.find("listen");
-  if (const node* a = child(listen, "address")) {
-    boost::system::error_code ec;
-    auto addr = boost::asio::ip::make_address(a->text, ec);
-    if (ec) fail(a->at, "listen.address", "'" + a->text + "' is not an IP address");
-    if (c.mode == run_mode::local && !addr.is_loopback())
-      fail(a->at, "listen.address",
-           a->text +
-               " is not a loopback address; in local mode tprosshy never listens beyond "
-               "loopback (set mode: gateway to serve other machines)");
-    c.listen_address = addr;
+  bool usable(const node* n) const { return n && !rejected.contains(n); }
+  const node* child(const node* map, std::string_view key) const {
+    if (!usable(map)) return nullptr;
+    const node* n = map->find(key);
+    return usable(n) ? n : nullptr;
   }
-  if (const node* p = child(listen, "tcp_port")) c.tcp_port = static_cast<uint16_t>(p->number);
-  if (const node* p = child(listen, "dns_port")) c.dns_port = static_cast<uint16_t>(p->number);
+  std::string text_or(const node* map, std::string_view key, std::string fallback) const {
+    const node* v = child(map, key);
+    return v ? v->text : fallback;
+  }
+  std::vector<item> items_of(const node* map, const std::string& map_path,
+                             std::string_view key) const {
+    std::vector<item> out;
+    if (const node* list = child(map, key))
+      for (std::size_t i = 0; i < list->items.size(); ++i)
+        if (usable(&list->items[i])) out.push_back({&list->items[i], join(join(map_path, key), i)});
+    return out;
+  }
+  void report(const location& at, const std::string& path, const std::string& message) {
+    sink.add(at, path, message);
+  }
+  std::optional<net::prefix> to_prefix(const item& it) {
+    std::string why;
+    auto p = net::parse_prefix(it.value->text, &why);
+    if (!p) report(it.value->at, it.path, why);
+    return p;
+  }
 
-  const node* dns = root.find("dns");
-  if (child(dns, "upstream")) {
-    c.dns_upstream.clear();
-    for (auto& it : items_of(dns, "dns", "upstream")) {
-      const auto& t = it.value->text;
-      if (t == "system") {
-        c.dns_upstream.push_back(t);
-      } else if (auto e = parse_endpoint(t)) {
-        c.dns_upstream.push_back(e->to_string());
+  config build(const node& root, const fs::path& file) {
+    config c;
+    c.file = fs::absolute(file).lexically_normal();
+
+    const node* mode = child(&root, "mode");
+    if (mode) c.mode = mode->text == "gateway" ? run_mode::gateway : run_mode::local;
+    for (auto& it : items_of(child(&root, "gateway"), "gateway", "interfaces"))
+      c.gateway_interfaces.push_back(it.value->text);
+    const node* gateway = root.find("gateway");
+    if (c.mode == run_mode::gateway && !(gateway && gateway->find("interfaces")))
+      report(mode->at, "mode",
+             "gateway mode needs gateway.interfaces, the LAN-side interfaces whose traffic is "
+             "redirected");
+
+    const node* listen = child(&root, "listen");
+    if (const node* a = child(listen, "address")) {
+      boost::system::error_code ec;
+      auto addr = boost::asio::ip::make_address(a->text, ec);
+      if (ec) {
+        report(a->at, "listen.address", "'" + a->text + "' is not an IP address");
+      } else if (c.mode == run_mode::local && !addr.is_loopback()) {
+        report(a->at, "listen.address",
+               a->text +
+                   " is not a loopback address; in local mode tprosshy never listens beyond "
+                   "loopback (set mode: gateway to serve other machines)");
       } else {
-        fail(it.value->at, it.path,
-             "'" + t +
-                 "' is not \"system\" or an IP address with an optional port (9.9.9.9, "
-                 "9.9.9.9:53, [2620:fe::fe]:53)");
+        c.listen_address = addr;
       }
     }
+    const node* tcp_port = child(listen, "tcp_port");
+    const node* dns_port = child(listen, "dns_port");
+    if (tcp_port) c.tcp_port = static_cast<uint16_t>(tcp_port->number);
+    if (dns_port) c.dns_port = static_cast<uint16_t>(dns_port->number);
+    if (c.tcp_port != 0 && c.tcp_port == c.dns_port)
+      report(dns_port->at, "listen.dns_port",
+             std::to_string(c.dns_port) + " is also listen.tcp_port (" + tcp_port->at.to_string() +
+                 "); the TCP and DNS listeners need different ports (0 picks a free one)");
+
+    const node* dns = child(&root, "dns");
+    if (child(dns, "upstream")) {
+      c.dns_upstream.clear();
+      for (auto& it : items_of(dns, "dns", "upstream")) {
+        const auto& t = it.value->text;
+        if (t == "system") {
+          c.dns_upstream.push_back(t);
+        } else if (auto e = parse_endpoint(t)) {
+          c.dns_upstream.push_back(e->to_string());
+        } else {
+          report(it.value->at, it.path,
+                 "'" + t +
+                     "' is not \"system\" or an IP address with an optional port (9.9.9.9, "
+                     "9.9.9.9:53, [2620:fe::fe]:53)");
+        }
+      }
+    }
+    if (text_or(dns, "capture", "resolvers") == "all") c.capture = dns_capture::all;
+    if (const node* n = child(dns, "cache_size"))
+      c.cache_size = static_cast<std::size_t>(n->number);
+    if (text_or(&root, "on_start_failure", "exit") == "retry")
+      c.on_start_failure = start_failure::retry;
+    for (auto& it : items_of(&root, "", "exclude"))
+      if (auto p = to_prefix(it)) c.exclude.push_back(*p);
+    c.log_level = text_or(child(&root, "log"), "level", "info");
+
+    const node* defaults = child(&root, "defaults");
+    const node* d_dns = child(defaults, "dns");
+    std::map<std::string, claim> prefixes;  // enabled profiles' subnets
+    auto check_claim = [&](const std::string& key, const item& it, const std::string& profile) {
+      auto [pos, fresh] = prefixes.try_emplace(key, claim{profile, it.value});
+      if (fresh) return;
+      if (pos->second.value == it.value)
+        report(it.value->at, it.path,
+               key + " would be routed by every profile ('" + pos->second.profile + "' and '" +
+                   profile + "'); move it into one profile");
+      else
+        report(it.value->at, it.path,
+               key + " is already routed by profile '" + pos->second.profile + "' (" +
+                   pos->second.value->at.to_string() +
+                   "); two profiles cannot claim the same prefix");
+    };
+
+    const node* profiles = child(&root, "profiles");
+    static const std::vector<detail::entry> none;
+    for (auto& e : profiles ? profiles->entries : none) {
+      const node& pn = e.value;
+      if (!usable(&pn) || !child(&pn, "host")) continue;  // the schema said why
+      std::string path = join("profiles", e.key);
+      profile p;
+      p.name = e.key;
+      p.where = e.key_at;
+      p.host = child(&pn, "host")->text;
+      // As ssh reads them: the profile's own, then those of defaults. An entry the schema
+      // rejected (a number, say) still stands where it is, so the others read as written.
+      std::vector<item> args;
+      std::vector<std::string> words;
+      for (auto [map, map_path] : {std::pair<const node*, std::string>{&pn, path},
+                                   std::pair<const node*, std::string>{defaults, "defaults"}}) {
+        const node* list = usable(map) ? map->find("ssh_args") : nullptr;
+        for (std::size_t i = 0; usable(list) && i < list->items.size(); ++i) {
+          args.push_back({&list->items[i], join(join(map_path, "ssh_args"), i)});
+          words.push_back(list->items[i].text);
+          if (usable(&list->items[i])) p.ssh_args.push_back(list->items[i].text);
+        }
+      }
+      for (auto& refused : refused_ssh_args(words))
+        if (auto& it = args[refused.index]; usable(it.value))
+          report(it.value->at, it.path, refused.message);
+
+      auto subnet_items = items_of(defaults, "defaults", "subnets");
+      for (auto& it : items_of(&pn, path, "subnets")) subnet_items.push_back(it);
+      std::vector<item> subnets;  // those that are prefixes, in step with p.subnets
+      std::unordered_map<std::string, const node*> listed;  // prefix -> first entry
+      for (auto& it : subnet_items) {
+        auto prefix = to_prefix(it);
+        if (!prefix) continue;
+        auto [pos, fresh] = listed.try_emplace(prefix->to_string(), it.value);
+        if (!fresh) {
+          report(it.value->at, it.path,
+                 prefix->to_string() + " is listed twice (first at " + pos->second->at.to_string() +
+                     ")");
+          continue;
+        }
+        p.subnets.push_back(*prefix);
+        subnets.push_back(it);
+      }
+      for (auto& it : items_of(defaults, "defaults", "exclude"))
+        if (auto x = to_prefix(it)) p.exclude.push_back(*x);
+      for (auto& it : items_of(&pn, path, "exclude"))
+        if (auto x = to_prefix(it)) p.exclude.push_back(*x);
+
+      const node* p_dns = child(&pn, "dns");
+      auto dom_items = items_of(d_dns, "defaults.dns", "domains");
+      for (auto& it : items_of(p_dns, join(path, "dns"), "domains")) dom_items.push_back(it);
+      std::unordered_set<std::string> seen;
+      for (auto& it : dom_items) {
+        std::string name = lower(it.value->text);
+        if (name.size() > 1 && name.ends_with('.')) name.pop_back();
+        if (seen.insert(name).second) p.dns.domains.push_back(name);
+      }
+      const node* ns = child(p_dns, "nameserver");
+      std::string ns_path = join(path, "dns.nameserver");
+      if (!ns && (ns = child(d_dns, "nameserver"))) ns_path = "defaults.dns.nameserver";
+      if (ns && ns->text != "auto") {
+        if (auto ep = parse_endpoint(ns->text))
+          p.dns.nameserver = ep->to_string();
+        else
+          report(ns->at, ns_path,
+                 "'" + ns->text +
+                     "' is not \"auto\" or an IP address with an optional port "
+                     "(10.0.0.53, 10.0.0.53:5353, [fd00::53]:53)");
+      }
+      const node* learn = child(p_dns, "learn_routes");
+      if (!learn) learn = child(d_dns, "learn_routes");
+      if (learn) p.dns.learn_routes = learn->boolean;
+      const node* enabled = child(&pn, "enabled");
+      if (!enabled) enabled = child(defaults, "enabled");
+      if (enabled) p.enabled = enabled->boolean;
+
+      if (p.enabled)
+        for (std::size_t i = 0; i < subnets.size(); ++i)
+          check_claim(p.subnets[i].to_string(), subnets[i], p.name);
+      c.profiles.push_back(std::move(p));
+    }
+    if (!c.profiles.empty() &&
+        std::none_of(c.profiles.begin(), c.profiles.end(), [](auto& p) { return p.enabled; })) {
+      for (auto& e : root.entries)
+        if (e.key == "profiles")
+          report(e.key_at, "profiles", "no profile is enabled; set enabled: true on at least one");
+    }
+    return c;
   }
-  if (text_or(dns, "capture", "resolvers") == "all") c.capture = dns_capture::all;
-  if (const node* n = child(dns, "cache_size")) c.cache_size = static_cast<std::size_t>(n->number);
-  if (text_or(&root, "on_start_failure", "exit") == "retry")
-    c.on_start_failure = start_failure::retry;
-  for (auto& it : items_of(&root, "", "exclude")) c.exclude.push_back(to_prefix(it));
-  c.log_level = text_or(child(&root, "log"), "level", "info");
-
-  const node* defaults = root.find("defaults");
-  const node* d_dns = child(defaults, "dns");
-  std::map<std::string, claim> prefixes;  // enabled profiles' subnets
-  auto check_claim = [](std::map<std::string, claim>& claims, const std::string& key,
-                        const item& it, const std::string& profile) {
-    auto [pos, fresh] = claims.try_emplace(key, claim{profile, it.value});
-    if (fresh) return;
-    if (pos->second.value == it.value)
-      fail(it.value->at, it.path,
-           key + " would be routed by every profile ('" + pos->second.profile + "' and '" +
-               profile + "'); move it into one profile");
-    fail(it.value->at, it.path,
-         key + " is already routed by profile '" + pos->second.profile + "' (" +
-             pos->second.value->at.to_string() + "); two profiles cannot claim the same prefix");
-  };
-
-  const node* profiles = root.find("profiles");
-  for (auto& e : profiles->entries) {
-    const node& pn = e.value;
-    std::string path = join("profiles", e.key);
-    profile p;
-    p.name = e.key;
-    p.where = e.key_at;
-    p.host = pn.find("host")->text;
-    for (auto& it : items_of(&pn, path, "ssh_args")) p.ssh_args.push_back(it.value->text);
-    for (auto& it : items_of(defaults, "defaults", "ssh_args"))
-      p.ssh_args.push_back(it.value->text);
-
-    auto subnets = items_of(defaults, "defaults", "subnets");
-    for (auto& it : items_of(&pn, path, "subnets")) subnets.push_back(it);
-    std::vector<const node*> subnet_nodes;
-    for (auto& it : subnets) {
-      auto prefix = to_prefix(it);
-      for (std::size_t i = 0; i < p.subnets.size(); ++i)
-        if (p.subnets[i] == prefix)
-          fail(it.value->at, it.path,
-               prefix.to_string() + " is listed twice (first at " +
-                   subnet_nodes[i]->at.to_string() + ")");
-      p.subnets.push_back(prefix);
-      subnet_nodes.push_back(it.value);
-    }
-    for (auto& it : items_of(defaults, "defaults", "exclude")) p.exclude.push_back(to_prefix(it));
-    for (auto& it : items_of(&pn, path, "exclude")) p.exclude.push_back(to_prefix(it));
-
-    const node* p_dns = pn.find("dns");
-    auto dom_items = items_of(d_dns, "defaults.dns", "domains");
-    for (auto& it : items_of(p_dns, join(path, "dns"), "domains")) dom_items.push_back(it);
-    for (auto& it : dom_items) {
-      std::string name = lower(it.value->text);
-      if (name.size() > 1 && name.ends_with('.')) name.pop_back();
-      if (std::find(p.dns.domains.begin(), p.dns.domains.end(), name) == p.dns.domains.end())
-        p.dns.domains.push_back(name);
-    }
-    const node* ns = child(p_dns, "nameserver");
-    std::string ns_path = join(path, "dns.nameserver");
-    if (!ns && (ns = child(d_dns, "nameserver"))) ns_path = "defaults.dns.nameserver";
-    if (ns && ns->text != "auto") {
-      auto e = parse_endpoint(ns->text);
-      if (!e)
-        fail(ns->at, ns_path,
-             "'" + ns->text +
-                 "' is not \"auto\" or an IP address with an optional port "
-                 "(10.0.0.53, 10.0.0.53:5353, [fd00::53]:53)");
-      p.dns.nameserver = e->to_string();
-    }
-    const node* learn = child(p_dns, "learn_routes");
-    if (!learn) learn = child(d_dns, "learn_routes");
-    if (learn) p.dns.learn_routes = learn->boolean;
-    const node* enabled = pn.find("enabled");
-    if (!enabled) enabled = child(defaults, "enabled");
-    if (enabled) p.enabled = enabled->boolean;
-
-    if (p.enabled) {
-      for (std::size_t i = 0; i < subnets.size(); ++i)
-        check_claim(prefixes, p.subnets[i].to_string(), subnets[i], p.name);
-    }
-    c.profiles.push_back(std::move(p));
-  }
-  if (std::none_of(c.profiles.begin(), c.profiles.end(), [](auto& p) { return p.enabled; })) {
-    const location* at = nullptr;
-    for (auto& e : root.entries)
-      if (e.key == "profiles") at = &e.key_at;
-    fail(*at, "profiles", "no profile is enabled; set enabled: true on at least one");
-  }
-  return c;
-}
+};
 
 }  // namespace
 
+namespace detail {
+
+config load_tree(const fs::path& file, node& root) {
+  collector sink;
+  loader l(sink);
+  try {
+    root = l.load(file, file.string());
+    std::unordered_set<const node*> rejected;
+    l.schema.validate(root, {.check_required = true, .sink = &sink, .rejected = &rejected});
+    config c = builder{sink, rejected}.build(root, file);
+    if (!sink.empty()) sink.raise();
+    return c;
+  } catch (const errors&) {
+    throw;
+  } catch (const error& fatal) {
+    // A mistake the load cannot go on after: with those found before it, if any.
+    if (!sink.empty()) sink.raise(&fatal);
+    throw;
+  }
+}
+
+}  // namespace detail
+
 config load(const fs::path& file) {
-  loader l;
-  node root = l.load(file, file.string());
-  l.schema.validate(root);
-  return build(root, file);
+  node root;
+  return detail::load_tree(file, root);
 }
 
 }  // namespace tprosshy::config

@@ -28,9 +28,29 @@ class error : public std::runtime_error {
   const location& where() const { return where_; }
   const std::string& message() const { return message_; }
 
+ protected:
+  error(location where, const std::string& message, const std::string& what);
+
  private:
   location where_;
   std::string message_;
+};
+
+// Every mistake a load found, at most limits::errors of them, in file order (the files in
+// the order they were read, then line and column); never two at one place. what() is each
+// error's what(), one per line, followed, when the load stopped at the limit, by a line
+// "file:line:column: more errors from here on ..." at the first mistake not listed.
+// where() and message() are those of the first error.
+class errors : public error {
+ public:
+  explicit errors(std::vector<error> all, std::optional<location> more = std::nullopt);
+  const std::vector<error>& all() const { return all_; }
+  // Where the first mistake not in all() is, when the load stopped at the limit.
+  const std::optional<location>& more() const { return more_; }
+
+ private:
+  std::vector<error> all_;
+  std::optional<location> more_;
 };
 
 enum class run_mode { local, gateway };
@@ -70,9 +90,35 @@ struct config {
   std::vector<profile> profiles;  // in the order they were declared
 };
 
+// What a config may ask of the loader. Past any of these the load stops with a config::error
+// that names the limit (tprosshy.yaml(5), LIMITS), so no input can crash, hang or exhaust
+// memory.
+namespace limits {
+// One file, the top-level one included.
+inline constexpr std::size_t file_bytes = 1024 * 1024;
+// One key or value, as written and again after ${VAR} and ~ expansion.
+inline constexpr std::size_t scalar_bytes = 4096;
+// Maps and lists inside each other, in one file.
+inline constexpr std::size_t nesting = 32;
+// Nodes (maps, lists, keys and values) in all files, every use of an alias counting the
+// whole value it stands for.
+inline constexpr std::size_t nodes = 100'000;
+// Bytes of keys and values in all files, counted like nodes.
+inline constexpr std::size_t text_bytes = 8 * 1024 * 1024;
+// Files read through include in one load, a file included twice counting twice.
+inline constexpr std::size_t includes = 128;
+// Includes inside includes: the top-level file is depth 0, its includes depth 1.
+inline constexpr std::size_t include_depth = 8;
+// Errors reported by one load (config::errors).
+inline constexpr std::size_t errors = 20;
+}  // namespace limits
+
 // Reads, validates against schemas/tprosshy.schema.json, merges includes and defaults,
-// expands ${VAR} and ~. Throws config::error; a missing or unreadable top-level file
-// throws std::system_error instead (the CLI maps it to EX_NOINPUT).
+// expands ${VAR} and ~. Throws config::error; a missing or unreadable top-level file, or a
+// directory, throws std::system_error instead (the CLI maps it to EX_NOINPUT). A top-level
+// file that is there but cannot be a config (a device, FIFO or socket, or a file larger than
+// limits::file_bytes) is a config::error at file:1:1. Only regular files are read, and a
+// FIFO never blocks the load.
 //
 // File names in errors are deterministic: the top-level file is named exactly as `file`
 // was passed; an included file as the lexically normalised path of its includer's name
@@ -85,6 +131,15 @@ struct config {
 // concatenates. Every file is checked against the schema on its own (without `required`,
 // an included file may be partial), the merged result once more in full.
 config load(const std::filesystem::path& file);
+
+// The configuration `file` makes, as YAML: includes merged, `defaults` applied to every
+// profile, ${VAR} and ~ expanded, and every key that has a built-in default and is not set
+// shown with it. Each value is followed by a comment saying where it comes from, like
+// `git config --show-origin`: "# file:line" (the file named as in errors) or "# default".
+// Keys follow the schema's order; profiles keep theirs. Loading the result gives the same
+// config, as long as no value holds "${" or starts with "~/" once expanded (it would be
+// expanded again). Throws what load() throws.
+std::string effective_yaml(const std::filesystem::path& file);
 
 // "IP", "IPv4:port" or "[IPv6]:port", as used by dns.upstream and dns.nameserver.
 struct endpoint {

@@ -1,7 +1,7 @@
 #include "config/schema.hpp"
 
-#include <mutex>
-#include <regex>
+#include <algorithm>
+#include <map>
 #include <set>
 #include <stdexcept>
 #include <unordered_map>
@@ -67,16 +67,92 @@ std::string show(const node& v) {
   return v.type == kind::string ? "'" + v.text + "'" : v.is_scalar() ? v.text : describe(v);
 }
 
-const std::regex& compiled(const std::string& pattern) {
-  static std::mutex lock;
-  static std::unordered_map<std::string, std::regex> cache;  // nodes are stable
-  std::lock_guard guard(lock);
-  auto it = cache.find(pattern);
-  if (it == cache.end()) it = cache.emplace(pattern, std::regex(pattern)).first;
-  return it->second;
+bool is_space(char c) { return c == ' ' || (c >= '\t' && c <= '\r'); }  // std::regex's \s
+bool is_lower_alnum(char c) { return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9'); }
+bool is_label_char(char c) {
+  return is_lower_alnum(c) || (c >= 'A' && c <= 'Z') || c == '_' || c == '-';
+}
+
+// ^[^/\s:]{1,15}$
+bool interface_name(std::string_view s) {
+  return !s.empty() && s.size() <= 15 && std::none_of(s.begin(), s.end(), [](char c) {
+    return c == '/' || c == ':' || is_space(c);
+  });
+}
+
+// ^[a-z0-9_-]{1,32}$
+bool profile_name(std::string_view s) {
+  return !s.empty() && s.size() <= 32 && std::all_of(s.begin(), s.end(), [](char c) {
+    return is_lower_alnum(c) || c == '_' || c == '-';
+  });
+}
+
+// ^(\.|[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*\.?)$: labels joined by single dots, one trailing dot
+// allowed, or "." alone.
+bool domain_name(std::string_view s) {
+  if (s == ".") return true;
+  if (s.ends_with('.')) s.remove_suffix(1);
+  bool label = false;  // the current label has a character
+  for (char c : s) {
+    if (c == '.') {
+      if (!label) return false;
+      label = false;
+    } else if (is_label_char(c)) {
+      label = true;
+    } else {
+      return false;
+    }
+  }
+  return label;
+}
+
+// ^[^-\s]\S*$
+bool ssh_destination(std::string_view s) {
+  return !s.empty() && s[0] != '-' && std::none_of(s.begin(), s.end(), is_space);
+}
+
+// The schema's patterns, each with a hand-written matcher: std::regex recurses once per
+// character and overflows the stack on long input, and config input is not to be trusted
+// with it. A pattern the schema gains needs its matcher here (and a row in the unit test that
+// compares it with the regular expression on short strings).
+const std::map<std::string, bool (*)(std::string_view), std::less<>>& matchers() {
+  static const std::map<std::string, bool (*)(std::string_view), std::less<>> m = {
+      {R"(^[^/\s:]{1,15}$)", interface_name},
+      {R"(^[a-z0-9_-]{1,32}$)", profile_name},
+      {R"(^(\.|[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*\.?)$)", domain_name},
+      {R"(^[^-\s]\S*$)", ssh_destination},
+  };
+  return m;
+}
+
+// A key for uniqueItems: scalars that same_scalar() calls equal get the same key.
+std::string unique_key(const node& v) {
+  switch (v.type) {
+    case kind::integer:
+    case kind::number: {
+      double d = v.number == 0 ? 0 : v.number;  // -0 == 0
+      return "n" + std::string(reinterpret_cast<const char*>(&d), sizeof d);
+    }
+    case kind::boolean:
+      return v.boolean ? "t" : "f";
+    case kind::string:
+      return "s" + v.text;
+    case kind::null:
+      return "z" + v.text;
+    default:
+      return "";
+  }
 }
 
 }  // namespace
+
+bool (*pattern_matcher(std::string_view pattern))(std::string_view) {
+  auto it = matchers().find(pattern);
+  if (it == matchers().end())
+    throw std::logic_error("schema pattern " + std::string(pattern) +
+                           " has no hand-written matcher in config/schema.cpp");
+  return it->second;
+}
 
 schema::schema(node document) : doc_(std::move(document)) { check_keywords(doc_, "#"); }
 
@@ -101,7 +177,7 @@ void schema::check_keywords(const node& s, const std::string& where) const {
     } else if (e.key == "$ref") {
       at(e.value.text);  // must resolve
     } else if (e.key == "pattern") {
-      compiled(e.value.text);
+      pattern_matcher(e.value.text);
     }
   }
 }
@@ -137,13 +213,20 @@ void schema::validate_at(const std::string& pointer, const node& value, const st
   check(at(pointer), value, path, nullptr, opts);
 }
 
-void schema::check(const node& s, const node& v, const std::string& path, const location* key_at,
+bool schema::check(const node& s, const node& v, const std::string& path, const location* key_at,
                    const options& opts) const {
-  if (s.type == kind::boolean) {
-    if (!s.boolean) fail(v.at, path, "not allowed here");
-    return;
-  }
-  if (auto* ref = s.find("$ref")) check(at(ref->text), v, path, key_at, opts);
+  // Rejects `n` (v, or a value inside it) and says why at `where`.
+  auto reject = [&](const node& n, const location& where, const std::string& p,
+                    const std::string& message) {
+    if (opts.rejected) opts.rejected->insert(&n);
+    report(opts.sink, where, p, message);
+    return false;
+  };
+  auto bad = [&](const location& where, const std::string& p, const std::string& message) {
+    return reject(v, where, p, message);
+  };
+  if (s.type == kind::boolean) return s.boolean || bad(v.at, path, "not allowed here");
+  if (auto* ref = s.find("$ref"); ref && !check(at(ref->text), v, path, key_at, opts)) return false;
 
   if (auto* t = s.find("type")) {
     std::vector<std::string> types;
@@ -164,7 +247,7 @@ void schema::check(const node& s, const node& v, const std::string& path, const 
       if (types.size() == 1 && types[0] == "boolean" && v.type == kind::string &&
           yaml11.contains(v.text))
         msg += " (write true or false)";
-      fail(v.at, path, msg);
+      return bad(v.at, path, msg);
     }
   }
 
@@ -181,20 +264,20 @@ void schema::check(const node& s, const node& v, const std::string& path, const 
       std::string msg = show(v) + " is not one of " + list;
       if (v.type == kind::string)
         if (auto near = closest(v.text, names)) msg += " (did you mean '" + *near + "'?)";
-      fail(v.at, path, msg);
+      return bad(v.at, path, msg);
     }
   }
 
   if (v.type == kind::string) {
     if (auto* min = s.find("minLength"); min && v.text.size() < min->number)
-      fail(v.at, path,
-           min->number == 1 ? "must not be empty"
-                            : "must be at least " + min->text + " characters long");
+      return bad(v.at, path,
+                 min->number == 1 ? "must not be empty"
+                                  : "must be at least " + min->text + " characters long");
     if (auto* max = s.find("maxLength"); max && v.text.size() > max->number)
-      fail(v.at, path, show(v) + " is longer than " + max->text + " characters");
-    if (auto* p = s.find("pattern"); p && !std::regex_search(v.text, compiled(p->text))) {
+      return bad(v.at, path, show(v) + " is longer than " + max->text + " characters");
+    if (auto* p = s.find("pattern"); p && !pattern_matcher(p->text)(v.text)) {
       auto* hint = s.find("x-hint");
-      fail(v.at, path, show(v) + " " + (hint ? hint->text : "does not match " + p->text));
+      return bad(v.at, path, show(v) + " " + (hint ? hint->text : "does not match " + p->text));
     }
   }
 
@@ -204,32 +287,37 @@ void schema::check(const node& s, const node& v, const std::string& path, const 
     bool low = min && v.number < min->number;
     bool high = max && v.number > max->number;
     if ((low || high) && min && max)
-      fail(v.at, path, v.text + " is out of range (" + min->text + "-" + max->text + ")");
-    if (low) fail(v.at, path, v.text + " is less than the minimum " + min->text);
-    if (high) fail(v.at, path, v.text + " is greater than the maximum " + max->text);
+      return bad(v.at, path, v.text + " is out of range (" + min->text + "-" + max->text + ")");
+    if (low) return bad(v.at, path, v.text + " is less than the minimum " + min->text);
+    if (high) return bad(v.at, path, v.text + " is greater than the maximum " + max->text);
   }
 
   if (v.type == kind::list) {
     if (auto* min = s.find("minItems"); min && v.items.size() < min->number)
-      fail(v.at, path,
-           min->number == 1 ? "must list at least one item"
-                            : "must list at least " + min->text + " items");
+      return bad(v.at, path,
+                 min->number == 1 ? "must list at least one item"
+                                  : "must list at least " + min->text + " items");
     if (auto* items = s.find("items"))
       for (std::size_t i = 0; i < v.items.size(); ++i)
         check(*items, v.items[i], join(path, i), nullptr, opts);
-    if (auto* u = s.find("uniqueItems"); u && u->boolean)
-      for (std::size_t i = 0; i < v.items.size(); ++i)
-        for (std::size_t j = 0; j < i; ++j)
-          if (same_scalar(v.items[i], v.items[j]))
-            fail(
-                v.items[i].at, join(path, i),
-                show(v.items[i]) + " is listed twice (first at " + v.items[j].at.to_string() + ")");
+    if (auto* u = s.find("uniqueItems"); u && u->boolean) {
+      std::unordered_map<std::string, std::size_t> first;  // linear, for long lists
+      for (std::size_t i = 0; i < v.items.size(); ++i) {
+        if (!v.items[i].is_scalar()) continue;
+        auto [pos, fresh] = first.try_emplace(unique_key(v.items[i]), i);
+        if (!fresh)
+          reject(v.items[i], v.items[i].at, join(path, i),
+                 show(v.items[i]) + " is listed twice (first at " +
+                     v.items[pos->second].at.to_string() + ")");
+      }
+    }
   }
 
   if (v.type == kind::map) {
     const node* props = s.find("properties");
     const node* extra = s.find("additionalProperties");
     const node* names = s.find("propertyNames");
+    std::set<std::string> meant;  // keys an unknown key was taken for: not missing as well
     for (auto& e : v.entries) {
       std::string p = join(path, e.key);
       if (names) {
@@ -237,7 +325,13 @@ void schema::check(const node& s, const node& v, const std::string& path, const 
         key.type = kind::string;
         key.text = e.key;
         key.at = e.key_at;
-        check(*names, key, p, nullptr, opts);
+        // The error is about the key; what is rejected is the value it names.
+        options key_opts = opts;
+        key_opts.rejected = nullptr;
+        if (!check(*names, key, p, nullptr, key_opts)) {
+          if (opts.rejected) opts.rejected->insert(&e.value);
+          continue;
+        }
       }
       if (const node* sub = props ? props->find(e.key) : nullptr) {
         check(*sub, e.value, p, &e.key_at, opts);
@@ -248,6 +342,7 @@ void schema::check(const node& s, const node& v, const std::string& path, const 
         std::string msg = "unknown key '" + e.key + "'";
         if (auto near = closest(e.key, known)) {
           msg += " (did you mean '" + *near + "'?)";
+          meant.insert(*near);
         } else if (props) {
           // A key one level too high, such as a profile's learn_routes outside dns.
           for (auto& k : props->entries)
@@ -256,20 +351,31 @@ void schema::check(const node& s, const node& v, const std::string& path, const 
               break;
             }
         }
-        fail(e.key_at, p, msg);
+        reject(e.value, e.key_at, p, msg);
       } else if (extra) {
         check(*extra, e.value, p, &e.key_at, opts);
       }
     }
-    if (opts.check_required)
-      if (auto* req = s.find("required"))
-        for (auto& r : req->items)
-          if (!v.find(r.text))
-            fail(key_at ? *key_at : v.at, join(path, r.text), "required key is missing");
+    bool whole = true;
+    if (auto* req = s.find("required"); req && opts.check_required) {
+      for (auto& r : req->items) {
+        if (v.find(r.text)) {
+          continue;
+        } else if (meant.contains(r.text)) {  // "did you mean" has said it
+          if (opts.rejected) opts.rejected->insert(&v);
+          whole = false;
+        } else {
+          whole = bad(key_at ? *key_at : v.at, join(path, r.text), "required key is missing");
+        }
+      }
+    }
     if (auto* min = s.find("minProperties"); min && v.entries.size() < min->number)
-      fail(key_at ? *key_at : v.at, path,
-           min->number == 1 ? "must not be empty" : "must have at least " + min->text + " keys");
+      whole =
+          bad(key_at ? *key_at : v.at, path,
+              min->number == 1 ? "must not be empty" : "must have at least " + min->text + " keys");
+    return whole;
   }
+  return true;
 }
 
 }  // namespace tprosshy::config::detail
