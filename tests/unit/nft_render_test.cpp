@@ -89,6 +89,24 @@ TEST(render, whole_address_space) {
   EXPECT_NE(text.find("elements = { ::/0 }"), std::string::npos) << text;
 }
 
+TEST(render, dns_port_takes_only_what_was_redirected) {
+  auto text = render(samples::two_profiles());
+  std::vector<std::string> in_order = {"chain filter_input {",
+                                       "type filter hook input priority 0; policy accept;",
+                                       "udp dport 40053 ct status dnat accept",
+                                       "udp dport 40053 reject comment",
+                                       "tcp dport 40053 ct status dnat accept",
+                                       "tcp dport 40053 reject with tcp reset"};
+  size_t at = 0;
+  for (const auto& s : in_order) {
+    auto pos = text.find(s, at);
+    ASSERT_NE(pos, std::string::npos) << "missing or out of order: " << s << "\n" << text;
+    at = pos;
+  }
+  // No DNS listener, no guard.
+  EXPECT_EQ(render(samples::local_one_profile()).find("filter_input"), std::string::npos);
+}
+
 TEST(render, duplicate_resolvers_and_bypass_appear_once) {
   auto r = samples::two_profiles();
   r.bypass.push_back(r.bypass.front());
