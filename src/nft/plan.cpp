@@ -148,7 +148,18 @@ table make(const ruleset& r) {
         {"nat_output", hook::output, -100, {{{}, jump{common_chain}, {}}}, false, {}});
   if (!r.interfaces.empty()) {
     chain pre{"nat_prerouting", hook::prerouting, -100, {}, false, {}};
-    for (const auto& i : r.interfaces) pre.rules.push_back({{iifname{i}}, jump{common_chain}, {}});
+    // LAN hosts often ask the gateway itself (what DHCP hands out): DNS to any of this
+    // machine's addresses gets the captured queries' split DNS. From these interfaces
+    // only; `capture: all` already redirects it in the route chain.
+    bool to_gateway = r.capture_dns && !r.capture_all_dns;
+    for (const auto& i : r.interfaces) {
+      if (to_gateway)
+        for (uint8_t proto : {uint8_t(IPPROTO_UDP), uint8_t(IPPROTO_TCP)})
+          pre.rules.push_back({{iifname{i}, l4proto{proto}, dport{53}, fib_local{}},
+                               redirect{r.dns_port},
+                               "dns to this gateway"});
+      pre.rules.push_back({{iifname{i}}, jump{common_chain}, {}});
+    }
     t.chains.push_back(std::move(pre));
   }
   // The DNS listener binds the LAN addresses too, which hosts on the WAN side may route

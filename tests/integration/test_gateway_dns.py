@@ -61,6 +61,22 @@ class GatewayDns(unittest.TestCase):
             lab.exec("srv1", r, check=True)
             self.addCleanup(lab.exec, "srv1", [*r[:-4], "del", *r[-3:]])
 
+    def test_lan_host_asking_the_gateway_itself_gets_split_dns(self):
+        lab = self.lab
+        for gw in (lab["CLIENT_LAN_IP4"], lab["CLIENT_LAN_IP6"]):
+            with self.subTest(gateway=gw):
+                # A tunnel-only name: only t1's nameserver, through the tunnel, knows it.
+                self.assertEqual(self.ask("lan", gw, lab["T1_NAME"]), ("NOERROR", [lab["T1_IP4"]]))
+                self.assertEqual(self.ask("lan", gw, lab["T1_NAME"], "AAAA", tcp=True),
+                                 ("NOERROR", [lab["T1_IP6"]]))
+                # Other names: the gateway's own resolver, as for captured queries.
+                self.assertEqual(self.ask("lan", gw, lab["LOCAL_NAME"]),
+                                 ("NOERROR", [lab["LOCAL_NAME_IP4"]]))
+        # The answer's address is learned for the LAN too.
+        self.assertEqual(self.ask("lan", lab["CLIENT_LAN_IP4"], lab["T1_OUTSIDE_NAME"]),
+                         ("NOERROR", [lab["T1_OUTSIDE_IP4"]]))
+        self.assertIn(b"name=t1", lab.http_get("lan", lab["T1_OUTSIDE_IP4"]))
+
     def test_lan_host_captured_queries_keep_working(self):
         lab = self.lab
         # The lab's LAN resolv.conf names the client's resolver, a captured one.

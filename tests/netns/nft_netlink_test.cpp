@@ -574,6 +574,27 @@ class nft_gateway : public nft_netlink {
   ruleset r_;
 };
 
+TEST_F(nft_gateway, lan_dns_to_the_gateway_itself_reaches_the_dns_port) {
+  netlink nl;
+  nl.install(r_);
+  for (const char* gw : {"198.18.97.1", "fd00:97::1", "198.18.96.1", "fd00:96::1"}) {
+    SCOPED_TRACE(gw);
+    EXPECT_EQ(udp_query(*lan_, dns_, gw, 53), "answered") << listing("tprosshy");
+    EXPECT_EQ(tcp_connect(*lan_, dns_, gw, 53), "accepted");
+  }
+  // Only from the gateway interfaces: port 53 of the gateway stays its own for the WAN.
+  for (const char* gw : {"198.18.96.1", "fd00:96::1", "198.18.97.1", "fd00:97::1"}) {
+    SCOPED_TRACE(gw);
+    EXPECT_EQ(udp_query(*wan_, dns_, gw, 53), "refused");
+    EXPECT_EQ(tcp_connect(*wan_, dns_, gw, 53), "refused");
+  }
+  // With every query captured, the same holds through the capture rules.
+  r_.capture_all_dns = true;
+  nl.install(r_);
+  EXPECT_EQ(udp_query(*lan_, dns_, "198.18.97.1", 53), "answered");
+  EXPECT_EQ(udp_query(*wan_, dns_, "198.18.97.1", 53), "refused");
+}
+
 TEST_F(nft_gateway, dns_port_takes_only_what_was_redirected) {
   netlink nl;
   nl.install(r_);

@@ -35,7 +35,7 @@ TEST_P(golden, render_matches_file) {
 
 INSTANTIATE_TEST_SUITE_P(nft, golden,
                          testing::Values("local_one_profile", "two_profiles", "gateway",
-                                         "everything", "unaligned"));
+                                         "gateway_resolvers", "everything", "unaligned"));
 
 TEST(render, deterministic) {
   auto r = samples::two_profiles();
@@ -105,6 +105,25 @@ TEST(render, dns_port_takes_only_what_was_redirected) {
   }
   // No DNS listener, no guard.
   EXPECT_EQ(render(samples::local_one_profile()).find("filter_input"), std::string::npos);
+}
+
+TEST(render, lan_dns_to_the_gateway_itself_is_redirected) {
+  auto text = render(samples::gateway_resolvers());
+  for (std::string i : {"eth1", "wlan0"}) {
+    auto udp = text.find("iifname \"" + i +
+                         "\" udp dport 53 fib daddr type local redirect to :40053 comment");
+    auto tcp = text.find("iifname \"" + i + "\" tcp dport 53 fib daddr type local redirect");
+    auto jump = text.find("iifname \"" + i + "\" jump route");
+    ASSERT_NE(udp, std::string::npos) << text;
+    ASSERT_NE(tcp, std::string::npos) << text;
+    EXPECT_LT(udp, tcp);
+    EXPECT_LT(tcp, jump);
+  }
+  // Not for this machine's own traffic, and `capture: all` needs no extra rule.
+  auto local = samples::gateway_resolvers();
+  local.interfaces.clear();
+  EXPECT_EQ(render(local).find("fib daddr type local redirect"), std::string::npos);
+  EXPECT_EQ(render(samples::gateway()).find("fib daddr type local redirect"), std::string::npos);
 }
 
 TEST(render, duplicate_resolvers_and_bypass_appear_once) {
