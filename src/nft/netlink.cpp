@@ -12,6 +12,7 @@
 #include <libnftnl/table.h>
 #include <libnftnl/udata.h>
 #include <linux/netfilter.h>
+#include <linux/netfilter/nf_conntrack_common.h>
 #include <linux/netfilter/nf_nat.h>
 #include <linux/netfilter/nf_tables.h>
 #include <linux/netfilter/nfnetlink.h>
@@ -132,6 +133,32 @@ void add_fib_local(nftnl_rule* r) {
   nftnl_expr_set_u32(e, NFTNL_EXPR_FIB_DREG, NFT_REG_1);
   uint32_t local = RTN_LOCAL;
   add_cmp(r, &local, sizeof local);
+}
+
+// `ct status dnat`: the status bit set when a nat rule changed the destination.
+void add_ct_dnat(nftnl_rule* r) {
+  auto* ct = expr(r, "ct");
+  nftnl_expr_set_u32(ct, NFTNL_EXPR_CT_KEY, NFT_CT_STATUS);
+  nftnl_expr_set_u32(ct, NFTNL_EXPR_CT_DREG, NFT_REG_1);
+  auto* bw = expr(r, "bitwise");
+  uint32_t mask = IPS_DST_NAT, zero = 0;
+  nftnl_expr_set_u32(bw, NFTNL_EXPR_BITWISE_SREG, NFT_REG_1);
+  nftnl_expr_set_u32(bw, NFTNL_EXPR_BITWISE_DREG, NFT_REG_1);
+  nftnl_expr_set_u32(bw, NFTNL_EXPR_BITWISE_LEN, sizeof mask);
+  nftnl_expr_set(bw, NFTNL_EXPR_BITWISE_MASK, &mask, sizeof mask);
+  nftnl_expr_set(bw, NFTNL_EXPR_BITWISE_XOR, &zero, sizeof zero);
+  auto* cmp = expr(r, "cmp");
+  nftnl_expr_set_u32(cmp, NFTNL_EXPR_CMP_SREG, NFT_REG_1);
+  nftnl_expr_set_u32(cmp, NFTNL_EXPR_CMP_OP, NFT_CMP_NEQ);
+  nftnl_expr_set(cmp, NFTNL_EXPR_CMP_DATA, &zero, sizeof zero);
+}
+
+// nft's `reject` in an inet table: ICMP(v6) port unreachable; or `reject with tcp reset`.
+void add_reject(nftnl_rule* r, bool tcp_reset) {
+  auto* e = expr(r, "reject");
+  nftnl_expr_set_u32(e, NFTNL_EXPR_REJECT_TYPE,
+                     tcp_reset ? NFT_REJECT_TCP_RST : NFT_REJECT_ICMPX_UNREACH);
+  nftnl_expr_set_u8(e, NFTNL_EXPR_REJECT_CODE, tcp_reset ? 0 : NFT_REJECT_ICMPX_PORT_UNREACH);
 }
 
 void add_verdict(nftnl_rule* r, int verdict, const char* chain = nullptr) {
@@ -323,9 +350,11 @@ struct netlink::impl {
     nftnl_chain_set_str(p.get(), NFTNL_CHAIN_TABLE, table.c_str());
     nftnl_chain_set_str(p.get(), NFTNL_CHAIN_NAME, c.name.c_str());
     if (c.where != plan::hook::none) {
-      nftnl_chain_set_str(p.get(), NFTNL_CHAIN_TYPE, "nat");
+      nftnl_chain_set_str(p.get(), NFTNL_CHAIN_TYPE, c.filter ? "filter" : "nat");
       nftnl_chain_set_u32(p.get(), NFTNL_CHAIN_HOOKNUM,
-                          c.where == plan::hook::output ? NF_INET_LOCAL_OUT : NF_INET_PRE_ROUTING);
+                          c.where == plan::hook::output       ? NF_INET_LOCAL_OUT
+                          : c.where == plan::hook::prerouting ? NF_INET_PRE_ROUTING
+                                                              : NF_INET_LOCAL_IN);
       nftnl_chain_set_s32(p.get(), NFTNL_CHAIN_PRIO, c.priority);
       nftnl_chain_set_u32(p.get(), NFTNL_CHAIN_POLICY, NF_ACCEPT);
     }
@@ -368,14 +397,20 @@ struct netlink::impl {
         add_lookup(rp, x->set, set_ids.at(x->set));
       } else if (std::holds_alternative<plan::fib_local>(m)) {
         add_fib_local(rp);
+      } else if (std::holds_alternative<plan::ct_dnat>(m)) {
+        add_ct_dnat(rp);
       }
     }
     if (std::holds_alternative<plan::ret>(r.action))
       add_verdict(rp, NFT_RETURN);
     else if (auto* j = std::get_if<plan::jump>(&r.action))
       add_verdict(rp, NFT_JUMP, j->chain.c_str());
+    else if (auto* d = std::get_if<plan::redirect>(&r.action))
+      add_redirect(rp, d->port);
+    else if (std::holds_alternative<plan::accept>(r.action))
+      add_verdict(rp, NF_ACCEPT);
     else
-      add_redirect(rp, std::get<plan::redirect>(r.action).port);
+      add_reject(rp, std::get<plan::reject>(r.action).tcp_reset);
     udata_ptr ud(check_alloc(nftnl_udata_buf_alloc(NFT_USERDATA_MAXLEN)));
     if (!r.comment.empty()) {
       if (!nftnl_udata_put_strz(ud.get(), NFTNL_UDATA_RULE_COMMENT, r.comment.c_str()))

@@ -64,7 +64,8 @@ void clip_comments(table& t) {
 
 table make(const ruleset& r) {
   table t{r.table.empty() ? "tprosshy" : r.table, {}, {}};
-  chain route{common_chain, hook::none, 0, {}};
+  chain route{common_chain, hook::none, 0, {}, false, {}};
+  route.note = "Reached from the nat hooks below; the first matching rule decides.";
   const family both[] = {family::v4, family::v6};
   auto add_set = [&](std::string name, family f, bool interval, std::string comment,
                      std::vector<addr_range> elems) {
@@ -143,11 +144,38 @@ table make(const ruleset& r) {
 
   t.chains.push_back(std::move(route));
   if (r.output)
-    t.chains.push_back({"nat_output", hook::output, -100, {{{}, jump{common_chain}, {}}}});
+    t.chains.push_back(
+        {"nat_output", hook::output, -100, {{{}, jump{common_chain}, {}}}, false, {}});
   if (!r.interfaces.empty()) {
-    chain pre{"nat_prerouting", hook::prerouting, -100, {}};
-    for (const auto& i : r.interfaces) pre.rules.push_back({{iifname{i}}, jump{common_chain}, {}});
+    chain pre{"nat_prerouting", hook::prerouting, -100, {}, false, {}};
+    // LAN hosts often ask the gateway itself (what DHCP hands out): DNS to any of this
+    // machine's addresses gets the captured queries' split DNS. From these interfaces
+    // only; `capture: all` already redirects it in the route chain.
+    bool to_gateway = r.capture_dns && !r.capture_all_dns;
+    for (const auto& i : r.interfaces) {
+      if (to_gateway)
+        for (uint8_t proto : {uint8_t(IPPROTO_UDP), uint8_t(IPPROTO_TCP)})
+          pre.rules.push_back({{iifname{i}, l4proto{proto}, dport{53}, fib_local{}},
+                               redirect{r.dns_port},
+                               "dns to this gateway"});
+      pre.rules.push_back({{iifname{i}}, jump{common_chain}, {}});
+    }
     t.chains.push_back(std::move(pre));
+  }
+  // The DNS listener binds the LAN addresses too, which hosts on the WAN side may route
+  // to: only queries the rules above redirected may reach it, the rest are refused as a
+  // closed port refuses them. (The TCP listener resets what was not redirected itself.)
+  if (r.capture_dns) {
+    chain in{"filter_input", hook::input, 0, {}, true, {}};
+    in.note = "Only what the nat rules redirected reaches the DNS port.";
+    for (uint8_t proto : {uint8_t(IPPROTO_UDP), uint8_t(IPPROTO_TCP)}) {
+      in.rules.push_back(
+          {{l4proto{proto}, dport{r.dns_port}, ct_dnat{}}, accept{}, "dns: redirected"});
+      in.rules.push_back({{l4proto{proto}, dport{r.dns_port}},
+                          reject{proto == IPPROTO_TCP},
+                          "dns: not redirected"});
+    }
+    t.chains.push_back(std::move(in));
   }
   clip_comments(t);
   return t;

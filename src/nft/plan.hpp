@@ -43,7 +43,8 @@ struct daddr_in {
   std::string set;
 };
 struct fib_local {};
-using match = std::variant<iifname, mark, l4proto, dport, daddr, daddr_in, fib_local>;
+struct ct_dnat {};  // `ct status dnat`: a nat rule redirected the packet's connection
+using match = std::variant<iifname, mark, l4proto, dport, daddr, daddr_in, fib_local, ct_dnat>;
 
 struct ret {};
 struct jump {
@@ -52,7 +53,12 @@ struct jump {
 struct redirect {
   uint16_t port;
 };
-using verdict = std::variant<ret, jump, redirect>;
+struct accept {};
+// As a closed port answers: a TCP reset for TCP, ICMP port unreachable otherwise.
+struct reject {
+  bool tcp_reset = false;
+};
+using verdict = std::variant<ret, jump, redirect, accept, reject>;
 
 struct rule {
   std::vector<match> matches;
@@ -60,13 +66,15 @@ struct rule {
   std::string comment;
 };
 
-enum class hook { none, output, prerouting };
+enum class hook { none, output, prerouting, input };
 
 struct chain {
   std::string name;
   hook where = hook::none;  // none: a regular chain reached by jump
   int priority = -100;
   std::vector<rule> rules;
+  bool filter = false;  // a filter chain; else nat (for a chain with a hook)
+  std::string note;     // printed above the chain by render()
 };
 
 struct table {

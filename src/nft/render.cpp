@@ -36,6 +36,10 @@ std::string proto_name(uint8_t p) {
   return p == IPPROTO_TCP ? "tcp" : p == IPPROTO_UDP ? "udp" : std::to_string(p);
 }
 
+const char* hook_name(plan::hook h) {
+  return h == plan::hook::output ? "output" : h == plan::hook::prerouting ? "prerouting" : "input";
+}
+
 std::string format_rule(const plan::rule& r) {
   std::string out;
   auto add = [&](const std::string& s) { out += (out.empty() ? "" : " ") + s; };
@@ -64,14 +68,20 @@ std::string format_rule(const plan::rule& r) {
       add(std::string(ip_keyword(x->fam)) + " daddr @" + x->set);
     } else if (std::holds_alternative<plan::fib_local>(m)) {
       add("fib daddr type local");
+    } else if (std::holds_alternative<plan::ct_dnat>(m)) {
+      add("ct status dnat");
     }
   }
   if (std::holds_alternative<plan::ret>(r.action))
     add("return");
   else if (auto* j = std::get_if<plan::jump>(&r.action))
     add("jump " + j->chain);
+  else if (auto* d = std::get_if<plan::redirect>(&r.action))
+    add("redirect to :" + std::to_string(d->port));
+  else if (std::holds_alternative<plan::accept>(r.action))
+    add("accept");
   else
-    add("redirect to :" + std::to_string(std::get<plan::redirect>(r.action).port));
+    add(std::get<plan::reject>(r.action).tcp_reset ? "reject with tcp reset" : "reject");
   if (!r.comment.empty()) add("comment " + quoted(r.comment));
   return out;
 }
@@ -108,11 +118,10 @@ std::string render(const ruleset& r) {
   for (const auto& s : t.sets) render_set(o, s);
   for (size_t i = 0; i < t.chains.size(); ++i) {
     const auto& c = t.chains[i];
-    if (c.where == plan::hook::none)
-      o << "\t# Reached from the nat hooks below; the first matching rule decides.\n";
+    if (!c.note.empty()) o << "\t# " << c.note << "\n";
     o << "\tchain " << c.name << " {\n";
     if (c.where != plan::hook::none)
-      o << "\t\ttype nat hook " << (c.where == plan::hook::output ? "output" : "prerouting")
+      o << "\t\ttype " << (c.filter ? "filter" : "nat") << " hook " << hook_name(c.where)
         << " priority " << c.priority << "; policy accept;\n";
     for (const auto& rule : c.rules) o << "\t\t" << format_rule(rule) << "\n";
     o << "\t}\n" << (i + 1 == t.chains.size() ? "" : "\n");

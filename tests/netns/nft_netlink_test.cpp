@@ -7,6 +7,7 @@
 #include <linux/netfilter_ipv4.h>
 #include <netinet/in.h>
 #include <poll.h>
+#include <sched.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -18,6 +19,7 @@
 #include <optional>
 #include <regex>
 #include <string>
+#include <tuple>
 
 #include "../unit/nft_samples.hpp"
 #include "nft/netlink.hpp"
@@ -406,6 +408,227 @@ TEST_F(nft_redirect, dns_to_a_resolver_reaches_the_dns_port) {
   to.sin_addr.s_addr = htonl(ntohl(to.sin_addr.s_addr) + 1);
   ASSERT_EQ(::sendto(c.fd, "q", 1, 0, reinterpret_cast<sockaddr*>(&to), sizeof to), 1);
   EXPECT_EQ(::poll(&p, 1, 300), 0);
+}
+
+// --- gateway mode: who may reach the DNS port ----------------------------------------
+
+// A host in a network namespace of its own (tpn<tag>-<pid>), joined to the test's namespace
+// by a veth pair: here `dev` holds 198.18.<net>.1 and fd00:<net>::1, there the peer holds .2
+// and ::2 and routes `via` (IPv4 and IPv6 prefixes) through this namespace.
+class peer {
+ public:
+  peer(const std::string& tag, const std::string& dev, int net, const std::string& via4,
+       const std::string& via6)
+      : ns_("tpn" + tag + "-" + std::to_string(::getpid())), dev_(dev) {
+    auto n = std::to_string(net);
+    run("ip link del " + dev_ + " 2>/dev/null; ip netns del " + ns_);
+    sh("ip netns add " + ns_ + " && ip link add " + dev_ + " type veth peer name p0 netns " + ns_ +
+       " && ip addr add 198.18." + n + ".1/24 dev " + dev_ + " && ip -6 addr add fd00:" + n +
+       "::1/64 dev " + dev_ + " nodad && ip link set " + dev_ + " up");
+    sh("ip netns exec " + ns_ + " sh -c 'ip link set lo up && ip addr add 198.18." + n +
+       ".2/24 dev p0 && ip -6 addr add fd00:" + n + "::2/64 dev p0 nodad && ip link set p0 up" +
+       " && ip route add " + via4 + " via 198.18." + n + ".1 && ip -6 route add " + via6 +
+       " via fd00:" + n + "::1'");
+  }
+  ~peer() { run("ip link del " + dev_ + " 2>/dev/null; ip netns del " + ns_); }
+  peer(const peer&) = delete;
+  peer& operator=(const peer&) = delete;
+
+  // A socket of this host's (sockets keep the namespace they were made in).
+  int socket(int family, int type) const {
+    int self = ::open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC);
+    int there = ::open(("/run/netns/" + ns_).c_str(), O_RDONLY | O_CLOEXEC);
+    int fd = -1;
+    if (self >= 0 && there >= 0 && ::setns(there, CLONE_NEWNET) == 0) {
+      fd = ::socket(family, type, 0);
+      ::setns(self, CLONE_NEWNET);
+    }
+    if (self >= 0) ::close(self);
+    if (there >= 0) ::close(there);
+    return fd;
+  }
+
+ private:
+  std::string ns_, dev_;
+};
+
+sockaddr_storage sockaddr_of(const char* addr, uint16_t port, socklen_t& len) {
+  sockaddr_storage ss{};
+  if (std::strchr(addr, ':')) {
+    auto* a = reinterpret_cast<sockaddr_in6*>(&ss);
+    a->sin6_family = AF_INET6;
+    a->sin6_port = htons(port);
+    ::inet_pton(AF_INET6, addr, &a->sin6_addr);
+    len = sizeof *a;
+  } else {
+    auto* a = reinterpret_cast<sockaddr_in*>(&ss);
+    a->sin_family = AF_INET;
+    a->sin_port = htons(port);
+    ::inet_pton(AF_INET, addr, &a->sin_addr);
+    len = sizeof *a;
+  }
+  return ss;
+}
+
+// Stands in for tprosshy's DNS front: UDP and TCP on one port, IPv4 and IPv6, every address.
+struct dns_listener {
+  fd_guard udp4{::socket(AF_INET, SOCK_DGRAM, 0)}, udp6{::socket(AF_INET6, SOCK_DGRAM, 0)};
+  fd_guard tcp4{::socket(AF_INET, SOCK_STREAM, 0)}, tcp6{::socket(AF_INET6, SOCK_STREAM, 0)};
+  uint16_t port = 0;
+
+  dns_listener() {
+    int one = 1;
+    ::setsockopt(udp6.fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one);
+    ::setsockopt(tcp6.fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one);
+    port = listen_on(tcp4.fd, "0.0.0.0", false);
+    socklen_t len;
+    auto a = sockaddr_of("::", port, len);
+    if (port == 0 || ::bind(tcp6.fd, reinterpret_cast<sockaddr*>(&a), len) != 0 ||
+        ::listen(tcp6.fd, 8) != 0)
+      port = 0;
+    a = sockaddr_of("0.0.0.0", port, len);
+    if (::bind(udp4.fd, reinterpret_cast<sockaddr*>(&a), len) != 0) port = 0;
+    a = sockaddr_of("::", port, len);
+    if (::bind(udp6.fd, reinterpret_cast<sockaddr*>(&a), len) != 0) port = 0;
+  }
+
+  // Waits for one datagram and answers it; false when none came in time.
+  bool answer_one(bool v6, int wait_ms) {
+    int fd = v6 ? udp6.fd : udp4.fd;
+    pollfd p{fd, POLLIN, 0};
+    if (::poll(&p, 1, wait_ms) != 1) return false;
+    char b[64];
+    sockaddr_storage from{};
+    socklen_t len = sizeof from;
+    auto n = ::recvfrom(fd, b, sizeof b, 0, reinterpret_cast<sockaddr*>(&from), &len);
+    return n > 0 && ::sendto(fd, "answer", 6, 0, reinterpret_cast<sockaddr*>(&from), len) == 6;
+  }
+};
+
+// A query from `from` to addr:port over UDP: "answered", "refused" (ICMP port unreachable)
+// or "silence". The DNS listener answers what reaches it.
+std::string udp_query(const peer& from, dns_listener& l, const char* addr, uint16_t port) {
+  bool v6 = std::strchr(addr, ':') != nullptr;
+  fd_guard c(from.socket(v6 ? AF_INET6 : AF_INET, SOCK_DGRAM));
+  socklen_t len;
+  auto to = sockaddr_of(addr, port, len);
+  // Connected: only an answer from addr:port itself is taken, and ICMP errors are seen.
+  if (c.fd < 0 || ::connect(c.fd, reinterpret_cast<sockaddr*>(&to), len) != 0 ||
+      ::send(c.fd, "query", 5, 0) != 5)
+    return std::string("error ") + std::strerror(errno);
+  l.answer_one(v6, 300);
+  pollfd p{c.fd, POLLIN, 0};
+  if (::poll(&p, 1, 500) != 1) return "silence";
+  char b[64];
+  auto n = ::recv(c.fd, b, sizeof b, 0);
+  if (n < 0)
+    return errno == ECONNREFUSED ? "refused" : std::string("error ") + std::strerror(errno);
+  return std::string(b, n) == "answer" ? "answered" : "garbled";
+}
+
+// A TCP connection from `from` to addr:port: "accepted" (by the DNS listener), "refused"
+// (reset) or "silence".
+std::string tcp_connect(const peer& from, dns_listener& l, const char* addr, uint16_t port) {
+  bool v6 = std::strchr(addr, ':') != nullptr;
+  fd_guard c(from.socket(v6 ? AF_INET6 : AF_INET, SOCK_STREAM | SOCK_NONBLOCK));
+  socklen_t len;
+  auto to = sockaddr_of(addr, port, len);
+  if (c.fd < 0) return "error";
+  ::connect(c.fd, reinterpret_cast<sockaddr*>(&to), len);
+  pollfd p{v6 ? l.tcp6.fd : l.tcp4.fd, POLLIN, 0};
+  if (::poll(&p, 1, 300) == 1) {
+    fd_guard a(::accept(p.fd, nullptr, nullptr));
+    return "accepted";
+  }
+  pollfd w{c.fd, POLLOUT, 0};
+  if (::poll(&w, 1, 500) != 1) return "silence";
+  int err = 0;
+  socklen_t elen = sizeof err;
+  ::getsockopt(c.fd, SOL_SOCKET, SO_ERROR, &err, &elen);
+  return err == ECONNREFUSED ? "refused" : err == 0 ? "connected elsewhere" : std::strerror(err);
+}
+
+// The test's namespace as a gateway: a LAN host on tpnlan0 (198.18.97.0/24, fd00:97::/64)
+// and a WAN host on tpnwan0 (198.18.96.0/24, fd00:96::/64) that routes the LAN prefixes
+// through the gateway, as a host on the WAN side of a router may.
+class nft_gateway : public nft_netlink {
+ protected:
+  void SetUp() override {
+    nft_netlink::SetUp();
+    lan_.emplace("lan", "tpnlan0", 97, "default", "default");
+    wan_.emplace("wan", "tpnwan0", 96, "198.18.97.0/24", "fd00:97::/64");
+    ASSERT_NE(dns_.port, 0);
+    r_.tcp_port = 1;
+    r_.interfaces = {"tpnlan0"};
+    r_.capture_dns = true;
+    r_.dns_port = dns_.port;
+    r_.resolvers = {samples::ip("198.18.95.53"), samples::ip("fd00:95::53")};
+  }
+  void TearDown() override {
+    lan_.reset();
+    wan_.reset();
+    nft_netlink::TearDown();
+  }
+  std::optional<peer> lan_, wan_;
+  dns_listener dns_;
+  ruleset r_;
+};
+
+TEST_F(nft_gateway, lan_dns_to_the_gateway_itself_reaches_the_dns_port) {
+  netlink nl;
+  nl.install(r_);
+  for (const char* gw : {"198.18.97.1", "fd00:97::1", "198.18.96.1", "fd00:96::1"}) {
+    SCOPED_TRACE(gw);
+    EXPECT_EQ(udp_query(*lan_, dns_, gw, 53), "answered") << listing("tprosshy");
+    EXPECT_EQ(tcp_connect(*lan_, dns_, gw, 53), "accepted");
+  }
+  // Only from the gateway interfaces: port 53 of the gateway stays its own for the WAN.
+  for (const char* gw : {"198.18.96.1", "fd00:96::1", "198.18.97.1", "fd00:97::1"}) {
+    SCOPED_TRACE(gw);
+    EXPECT_EQ(udp_query(*wan_, dns_, gw, 53), "refused");
+    EXPECT_EQ(tcp_connect(*wan_, dns_, gw, 53), "refused");
+  }
+  // With every query captured, the same holds through the capture rules.
+  r_.capture_all_dns = true;
+  nl.install(r_);
+  EXPECT_EQ(udp_query(*lan_, dns_, "198.18.97.1", 53), "answered");
+  EXPECT_EQ(udp_query(*wan_, dns_, "198.18.97.1", 53), "refused");
+}
+
+TEST_F(nft_gateway, dns_port_takes_only_what_was_redirected) {
+  netlink nl;
+  nl.install(r_);
+  for (const char* gw : {"198.18.97.1", "fd00:97::1"}) {
+    SCOPED_TRACE(gw);
+    // Straight to the DNS port, from the WAN side or the LAN: refused like a closed port.
+    EXPECT_EQ(udp_query(*wan_, dns_, gw, dns_.port), "refused") << listing("tprosshy");
+    EXPECT_EQ(tcp_connect(*wan_, dns_, gw, dns_.port), "refused");
+    EXPECT_EQ(udp_query(*lan_, dns_, gw, dns_.port), "refused");
+    EXPECT_EQ(tcp_connect(*lan_, dns_, gw, dns_.port), "refused");
+  }
+  // Redirected queries still get through.
+  for (const char* resolver : {"198.18.95.53", "fd00:95::53"}) {
+    EXPECT_EQ(udp_query(*lan_, dns_, resolver, 53), "answered") << resolver;
+    EXPECT_EQ(tcp_connect(*lan_, dns_, resolver, 53), "accepted") << resolver;
+  }
+}
+
+TEST_F(nft_gateway, local_mode_guards_the_dns_port_too) {
+  // This machine's own traffic: captured queries arrive, direct ones are refused.
+  r_.interfaces.clear();
+  netlink nl;
+  nl.install(r_);
+  sh("ip route add 198.18.95.0/24 dev tpnlan0 && ip -6 route add fd00:95::/64 dev tpnlan0");
+  fd_guard c(::socket(AF_INET, SOCK_DGRAM, 0));
+  socklen_t len;
+  for (auto [addr, port, want] :
+       {std::tuple{"198.18.95.53", uint16_t(53), true}, std::tuple{"127.0.0.1", dns_.port, false},
+        std::tuple{"198.18.97.1", dns_.port, false}}) {
+    SCOPED_TRACE(addr);
+    auto to = sockaddr_of(addr, port, len);
+    ASSERT_EQ(::sendto(c.fd, "q", 1, 0, reinterpret_cast<sockaddr*>(&to), len), 1);
+    EXPECT_EQ(dns_.answer_one(false, 300), want);
+  }
 }
 
 }  // namespace

@@ -35,7 +35,7 @@ TEST_P(golden, render_matches_file) {
 
 INSTANTIATE_TEST_SUITE_P(nft, golden,
                          testing::Values("local_one_profile", "two_profiles", "gateway",
-                                         "everything", "unaligned"));
+                                         "gateway_resolvers", "everything", "unaligned"));
 
 TEST(render, deterministic) {
   auto r = samples::two_profiles();
@@ -87,6 +87,43 @@ TEST(render, whole_address_space) {
   auto text = render(samples::everything());
   EXPECT_NE(text.find("elements = { 0.0.0.0/0 }"), std::string::npos) << text;
   EXPECT_NE(text.find("elements = { ::/0 }"), std::string::npos) << text;
+}
+
+TEST(render, dns_port_takes_only_what_was_redirected) {
+  auto text = render(samples::two_profiles());
+  std::vector<std::string> in_order = {"chain filter_input {",
+                                       "type filter hook input priority 0; policy accept;",
+                                       "udp dport 40053 ct status dnat accept",
+                                       "udp dport 40053 reject comment",
+                                       "tcp dport 40053 ct status dnat accept",
+                                       "tcp dport 40053 reject with tcp reset"};
+  size_t at = 0;
+  for (const auto& s : in_order) {
+    auto pos = text.find(s, at);
+    ASSERT_NE(pos, std::string::npos) << "missing or out of order: " << s << "\n" << text;
+    at = pos;
+  }
+  // No DNS listener, no guard.
+  EXPECT_EQ(render(samples::local_one_profile()).find("filter_input"), std::string::npos);
+}
+
+TEST(render, lan_dns_to_the_gateway_itself_is_redirected) {
+  auto text = render(samples::gateway_resolvers());
+  for (std::string i : {"eth1", "wlan0"}) {
+    auto udp = text.find("iifname \"" + i +
+                         "\" udp dport 53 fib daddr type local redirect to :40053 comment");
+    auto tcp = text.find("iifname \"" + i + "\" tcp dport 53 fib daddr type local redirect");
+    auto jump = text.find("iifname \"" + i + "\" jump route");
+    ASSERT_NE(udp, std::string::npos) << text;
+    ASSERT_NE(tcp, std::string::npos) << text;
+    EXPECT_LT(udp, tcp);
+    EXPECT_LT(tcp, jump);
+  }
+  // Not for this machine's own traffic, and `capture: all` needs no extra rule.
+  auto local = samples::gateway_resolvers();
+  local.interfaces.clear();
+  EXPECT_EQ(render(local).find("fib daddr type local redirect"), std::string::npos);
+  EXPECT_EQ(render(samples::gateway()).find("fib daddr type local redirect"), std::string::npos);
 }
 
 TEST(render, duplicate_resolvers_and_bypass_appear_once) {

@@ -50,6 +50,21 @@ inline ruleset gateway() {
   return r;
 }
 
+// Gateway mode capturing the configured resolvers: LAN queries to the gateway's own
+// addresses are redirected too.
+inline ruleset gateway_resolvers() {
+  ruleset r;
+  r.mark = 0x7470;
+  r.interfaces = {"eth1", "wlan0"};
+  r.tcp_port = 40001;
+  r.capture_dns = true;
+  r.dns_port = 40053;
+  r.resolvers = {ip("127.0.0.53"), ip("fd00:53::1")};
+  r.bypass = {{ip("198.18.1.10"), 22, "corp"}};
+  r.profiles.push_back({"corp", {cidr("10.20.0.0/16")}, {cidr("fd00:20::/48")}, true});
+  return r;
+}
+
 inline ruleset everything() {
   ruleset r;
   r.tcp_port = 1080;
@@ -77,6 +92,7 @@ inline std::map<std::string, ruleset> all() {
   return {{"local_one_profile", local_one_profile()},
           {"two_profiles", two_profiles()},
           {"gateway", gateway()},
+          {"gateway_resolvers", gateway_resolvers()},
           {"everything", everything()},
           {"unaligned", unaligned()}};
 }
