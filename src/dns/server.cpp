@@ -1,6 +1,7 @@
 #include "dns/server.hpp"
 
 #include <spdlog/spdlog.h>
+#include <sys/socket.h>
 
 #include <array>
 #include <boost/asio/as_tuple.hpp>
@@ -32,6 +33,22 @@ namespace {
 std::shared_ptr<spdlog::logger> logger() {
   auto l = spdlog::get("dns");
   return l ? l : spdlog::default_logger();
+}
+
+// Raises `s`'s receive buffer to `bytes` (see server_options::udp_receive_buffer); returns
+// what the kernel grants, in the same terms.
+int size_receive_buffer(udp::socket& s, int bytes) {
+  const int fd = s.native_handle();
+  int have = 0;
+  socklen_t len = sizeof have;
+  // The kernel reports twice what was set (its bookkeeping overhead counts).
+  if (::getsockopt(fd, SOL_SOCKET, SO_RCVBUF, &have, &len) == 0 && have / 2 >= bytes)
+    return have / 2;
+  if (::setsockopt(fd, SOL_SOCKET, SO_RCVBUFFORCE, &bytes, sizeof bytes) != 0)
+    ::setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &bytes, sizeof bytes);
+  len = sizeof have;
+  if (::getsockopt(fd, SOL_SOCKET, SO_RCVBUF, &have, &len) != 0) return 0;
+  return have / 2;
 }
 
 struct tcp_client {
@@ -77,6 +94,13 @@ struct server::impl : std::enable_shared_from_this<impl> {
           if (e.address().is_v6()) s.set_option(asio::ip::v6_only(true));
           s.bind(udp::endpoint(e.address(), p));
           p = s.local_endpoint().port();
+          if (const int got = size_receive_buffer(s, opt.udp_receive_buffer);
+              got < opt.udp_receive_buffer)
+            logger()->warn(
+                "dns: UDP receive buffer on {} is {} KiB, not {} KiB (net.core.rmem_max, no "
+                "CAP_NET_ADMIN): a burst of queries may be dropped",
+                s.local_endpoint().address().to_string(), got / 1024,
+                opt.udp_receive_buffer / 1024);
           udps.push_back(std::move(s));
         }
         for (const auto& e : listen) {

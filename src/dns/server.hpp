@@ -24,6 +24,11 @@ struct server_options {
   std::size_t cache_size = 10000;  // answers; 0 = no cache
   cache::clock clock = std::chrono::steady_clock::now;
   std::chrono::seconds tcp_idle{30};  // a TCP client silent this long is closed
+  // Receive buffer of each listening UDP socket: a client with hundreds of queries in
+  // flight sends them faster than one thread reads them, and the kernel drops what does
+  // not fit. SO_RCVBUFFORCE when permitted (CAP_NET_ADMIN), else SO_RCVBUF, which the
+  // kernel caps at net.core.rmem_max. Never lowered.
+  int udp_receive_buffer = 4 << 20;
 };
 
 struct server_stats {
