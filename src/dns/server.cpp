@@ -16,6 +16,7 @@
 #include <boost/asio/write.hpp>
 #include <deque>
 #include <list>
+#include <unordered_map>
 
 namespace tprosshy::dns {
 
@@ -51,6 +52,22 @@ int size_receive_buffer(udp::socket& s, int bytes) {
   return have / 2;
 }
 
+// Counts one query waiting on an upstream for as long as it lives.
+class in_flight_slot {
+ public:
+  using counts = std::unordered_map<const upstream*, std::size_t>;
+  in_flight_slot(counts& c, const upstream* u) : counts_(c), up_(u) { ++counts_[up_]; }
+  ~in_flight_slot() {
+    if (auto it = counts_.find(up_); it != counts_.end() && --it->second == 0) counts_.erase(it);
+  }
+  in_flight_slot(const in_flight_slot&) = delete;
+  in_flight_slot& operator=(const in_flight_slot&) = delete;
+
+ private:
+  counts& counts_;
+  const upstream* up_;
+};
+
 struct tcp_client {
   explicit tcp_client(tcp::socket s) : sock(std::move(s)) {}
   tcp::socket sock;
@@ -75,6 +92,7 @@ struct server::impl : std::enable_shared_from_this<impl> {
   std::vector<udp::socket> udps;
   std::vector<tcp::acceptor> acceptors;
   std::list<std::weak_ptr<tcp_client>> clients;
+  in_flight_slot::counts waiting;  // queries waiting, per upstream
   std::uint16_t port = 0;
   bool stopped = false;
 
@@ -148,7 +166,16 @@ struct server::impl : std::enable_shared_from_this<impl> {
     } else {
       const auto up = profile ? (*profile < profiles.size() ? profiles[*profile] : nullptr) : local;
       if (!up) co_return make_reply(q, rcode::refused);
-      auto got = co_await up->query(q);
+      if (auto it = waiting.find(up.get());
+          it != waiting.end() && it->second >= opt.max_in_flight) {
+        ++counters.overloaded;
+        co_return make_reply(q, rcode::servfail);
+      }
+      std::optional<bytes> got;
+      {
+        in_flight_slot slot(waiting, up.get());
+        got = co_await up->query(q);
+      }
       std::optional<message> am;
       if (got) am = parse(*got);
       if (!am || am->questions.size() != 1 || lower(am->questions[0].name) != lower(qq.name) ||

@@ -785,6 +785,33 @@ TEST_F(DnsServer, BurstOfLocalNamesLosesNone) {
   EXPECT_EQ(server_->stats().upstream_errors, 0u);
 }
 
+// More queries than an upstream may have waiting: the ones over get SERVFAIL at once, not
+// silence, and other upstreams still answer.
+TEST_F(DnsServer, QueriesOverTheInFlightCapGetServfailNotSilence) {
+  dns::server_options o;
+  o.max_in_flight = 10;
+  make_server({}, o);
+  relay_->hole = true;  // the profile's queries wait until their deadline
+  std::vector<std::string> names;
+  for (int i = 0; i < 40; ++i) names.push_back("host" + std::to_string(i) + ".r.test");
+  auto both = [&]() -> awaitable<std::tuple<std::vector<timed_answer>, std::optional<dns::bytes>>> {
+    co_return co_await (burst(udp_, names, names.size(), 10s) &&
+                        ask_udp(udp_, dns::make_query(9, "www.l.test", dns::rrtype::a)));
+  };
+  const auto [got, local] = run(io_, both(), 60s);
+  int quick = 0;
+  for (std::size_t i = 0; i < got.size(); ++i) {
+    ASSERT_TRUE(got[i].answer) << names[i] << ": no answer in 10 s";
+    EXPECT_EQ(code(*got[i].answer), dns::rcode::servfail) << names[i];
+    EXPECT_EQ(dns::get_id(*got[i].answer), i);
+    if (got[i].took < 1s) ++quick;  // over the cap: answered at once, not at the deadline
+  }
+  EXPECT_EQ(server_->stats().overloaded, 30u);
+  EXPECT_EQ(quick, 30);
+  ASSERT_TRUE(local);  // the local upstream has room of its own
+  EXPECT_EQ(addresses(*local), std::vector<std::string>{"198.18.51.1"});
+}
+
 // ---------------------------------------------------------------------------------------
 // The upstreams on their own.
 
