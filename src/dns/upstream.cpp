@@ -359,16 +359,22 @@ awaitable<std::optional<bytes>> udp_upstream::query(bytes q) {
       bytes out = q;
       set_id(out, id);
       co_await s.async_send_to(asio::buffer(out), server, use_awaitable);
+      s.non_blocking(true);
       asio::steady_timer t(ex_);
       t.expires_after(opt_.timeout);
       std::optional<bytes> answer;
-      bytes buf(65535);
       while (!answer) {
-        udp::endpoint from;
-        auto r = co_await (s.async_receive_from(asio::buffer(buf), from, as_tuple(use_awaitable)) ||
+        // Wait for a datagram, then read it into a buffer shared by every query: a query
+        // waiting holds no 64 KiB of its own.
+        auto r = co_await (s.async_wait(udp::socket::wait_read, as_tuple(use_awaitable)) ||
                            t.async_wait(as_tuple(use_awaitable)));
         if (r.index() == 1) break;
-        auto [ec, n] = std::get<0>(r);
+        if (std::get<0>(std::get<0>(r))) break;
+        static thread_local std::array<std::uint8_t, 65535> buf;
+        udp::endpoint from;
+        error_code ec;
+        const auto n = s.receive_from(asio::buffer(buf), from, 0, ec);
+        if (ec == asio::error::would_block || ec == asio::error::try_again) continue;
         if (ec) break;
         if (from != server || n < header_size) continue;
         std::span<const std::uint8_t> got(buf.data(), n);
