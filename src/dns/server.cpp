@@ -1,6 +1,7 @@
 #include "dns/server.hpp"
 
 #include <spdlog/spdlog.h>
+#include <sys/socket.h>
 
 #include <array>
 #include <boost/asio/as_tuple.hpp>
@@ -15,6 +16,7 @@
 #include <boost/asio/write.hpp>
 #include <deque>
 #include <list>
+#include <unordered_map>
 
 namespace tprosshy::dns {
 
@@ -33,6 +35,38 @@ std::shared_ptr<spdlog::logger> logger() {
   auto l = spdlog::get("dns");
   return l ? l : spdlog::default_logger();
 }
+
+// Raises `s`'s receive buffer to `bytes` (see server_options::udp_receive_buffer); returns
+// what the kernel grants, in the same terms.
+int size_receive_buffer(udp::socket& s, int bytes) {
+  const int fd = s.native_handle();
+  int have = 0;
+  socklen_t len = sizeof have;
+  // The kernel reports twice what was set (its bookkeeping overhead counts).
+  if (::getsockopt(fd, SOL_SOCKET, SO_RCVBUF, &have, &len) == 0 && have / 2 >= bytes)
+    return have / 2;
+  if (::setsockopt(fd, SOL_SOCKET, SO_RCVBUFFORCE, &bytes, sizeof bytes) != 0)
+    ::setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &bytes, sizeof bytes);
+  len = sizeof have;
+  if (::getsockopt(fd, SOL_SOCKET, SO_RCVBUF, &have, &len) != 0) return 0;
+  return have / 2;
+}
+
+// Counts one query waiting on an upstream for as long as it lives.
+class in_flight_slot {
+ public:
+  using counts = std::unordered_map<const upstream*, std::size_t>;
+  in_flight_slot(counts& c, const upstream* u) : counts_(c), up_(u) { ++counts_[up_]; }
+  ~in_flight_slot() {
+    if (auto it = counts_.find(up_); it != counts_.end() && --it->second == 0) counts_.erase(it);
+  }
+  in_flight_slot(const in_flight_slot&) = delete;
+  in_flight_slot& operator=(const in_flight_slot&) = delete;
+
+ private:
+  counts& counts_;
+  const upstream* up_;
+};
 
 struct tcp_client {
   explicit tcp_client(tcp::socket s) : sock(std::move(s)) {}
@@ -58,6 +92,7 @@ struct server::impl : std::enable_shared_from_this<impl> {
   std::vector<udp::socket> udps;
   std::vector<tcp::acceptor> acceptors;
   std::list<std::weak_ptr<tcp_client>> clients;
+  in_flight_slot::counts waiting;  // queries waiting, per upstream
   std::uint16_t port = 0;
   bool stopped = false;
 
@@ -77,6 +112,13 @@ struct server::impl : std::enable_shared_from_this<impl> {
           if (e.address().is_v6()) s.set_option(asio::ip::v6_only(true));
           s.bind(udp::endpoint(e.address(), p));
           p = s.local_endpoint().port();
+          if (const int got = size_receive_buffer(s, opt.udp_receive_buffer);
+              got < opt.udp_receive_buffer)
+            logger()->warn(
+                "dns: UDP receive buffer on {} is {} KiB, not {} KiB (net.core.rmem_max, no "
+                "CAP_NET_ADMIN): a burst of queries may be dropped",
+                s.local_endpoint().address().to_string(), got / 1024,
+                opt.udp_receive_buffer / 1024);
           udps.push_back(std::move(s));
         }
         for (const auto& e : listen) {
@@ -124,7 +166,16 @@ struct server::impl : std::enable_shared_from_this<impl> {
     } else {
       const auto up = profile ? (*profile < profiles.size() ? profiles[*profile] : nullptr) : local;
       if (!up) co_return make_reply(q, rcode::refused);
-      auto got = co_await up->query(q);
+      if (auto it = waiting.find(up.get());
+          it != waiting.end() && it->second >= opt.max_in_flight) {
+        ++counters.overloaded;
+        co_return make_reply(q, rcode::servfail);
+      }
+      std::optional<bytes> got;
+      {
+        in_flight_slot slot(waiting, up.get());
+        got = co_await up->query(q);
+      }
       std::optional<message> am;
       if (got) am = parse(*got);
       if (!am || am->questions.size() != 1 || lower(am->questions[0].name) != lower(qq.name) ||

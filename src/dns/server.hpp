@@ -24,10 +24,20 @@ struct server_options {
   std::size_t cache_size = 10000;  // answers; 0 = no cache
   cache::clock clock = std::chrono::steady_clock::now;
   std::chrono::seconds tcp_idle{30};  // a TCP client silent this long is closed
+  // Receive buffer of each listening UDP socket: a client with hundreds of queries in
+  // flight sends them faster than one thread reads them, and the kernel drops what does
+  // not fit. SO_RCVBUFFORCE when permitted (CAP_NET_ADMIN), else SO_RCVBUF, which the
+  // kernel caps at net.core.rmem_max. Never lowered.
+  int udp_receive_buffer = 4 << 20;
+  // Queries waiting on one upstream (a profile's, or the local one) at most; one more gets
+  // SERVFAIL at once, never silence. Bounds the sockets and memory a hung upstream or a
+  // flood can take, and keeps a hung profile from starving the others.
+  std::size_t max_in_flight = 4096;
 };
 
 struct server_stats {
   std::uint64_t queries = 0, cache_hits = 0, upstream_errors = 0, malformed = 0;
+  std::uint64_t overloaded = 0;  // answered SERVFAIL for want of room (max_in_flight)
 };
 
 class server {

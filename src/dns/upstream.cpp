@@ -93,8 +93,10 @@ awaitable<std::optional<bytes>> ask_tcp(tcp::endpoint server, bytes q, std::uint
 // tcp_upstream: one connection at a time, every query pipelined on it. Each query waits on
 // its own timer, which the reader cancels when the answer (matched by upstream ID and
 // connection) arrives, or the connection's end cancels to have the query sent again.
+// Whatever happens, a query ends by its deadline.
 
 struct tcp_upstream::impl : std::enable_shared_from_this<impl> {
+  using clock = std::chrono::steady_clock;
   struct conn {
     explicit conn(link l) : sock(std::move(l.sock)), keep(std::move(l.keep)) {}
     asio::generic::stream_protocol::socket sock;
@@ -150,7 +152,8 @@ struct tcp_upstream::impl : std::enable_shared_from_this<impl> {
       }
   }
 
-  awaitable<std::shared_ptr<conn>> get_conn() {
+  // The connection for the next query; waits for one to open until `deadline`, then null.
+  awaitable<std::shared_ptr<conn>> get_conn(clock::time_point deadline) {
     auto self = shared_from_this();
     if (closed) co_return nullptr;
     if (current && current->sent >= opt.max_queries) {
@@ -159,10 +162,14 @@ struct tcp_upstream::impl : std::enable_shared_from_this<impl> {
     }
     if (!current && standby) current = std::exchange(standby, nullptr);
     if (!current) {
-      if (connecting)
-        co_await connected.async_wait(as_tuple(use_awaitable));
-      else
-        co_await open();
+      if (!connecting) start_open();
+      // A connect that hangs (a tunnel that hangs) counts against the query's deadline; the
+      // connect itself goes on without it, bounded by connect_timeout.
+      asio::steady_timer limit(ex);
+      limit.expires_at(deadline);
+      while (connecting && !closed && clock::now() < deadline)
+        co_await (connected.async_wait(as_tuple(use_awaitable)) ||
+                  limit.async_wait(as_tuple(use_awaitable)));
       if (closed) co_return nullptr;
       if (!current && standby) current = std::exchange(standby, nullptr);
       if (!current) co_return nullptr;
@@ -170,12 +177,18 @@ struct tcp_upstream::impl : std::enable_shared_from_this<impl> {
     // dnsmasq, for one, closes a connection after 100 queries: open the next one while
     // this one still serves, so queries never wait for a reconnect through the tunnel.
     if (!standby && !connecting && current->sent + opt.max_queries / 4 >= opt.max_queries)
-      asio::co_spawn(
-          ex, [self] { return self->open(); }, asio::detached);
+      start_open();
     co_return current;
   }
 
-  // One connect attempt at a time; a new connection becomes `standby`.
+  // One connect attempt at a time, on its own: no query's deadline cuts it short.
+  void start_open() {
+    connecting = true;
+    asio::co_spawn(
+        ex, [self = shared_from_this()] { return self->open(); }, asio::detached);
+  }
+
+  // A new connection becomes `standby`.
   awaitable<void> open() {
     auto self = shared_from_this();
     connecting = true;
@@ -252,13 +265,14 @@ struct tcp_upstream::impl : std::enable_shared_from_this<impl> {
   awaitable<std::optional<bytes>> query(bytes q) {
     auto self = shared_from_this();
     if (q.size() < header_size || q.size() > 65535) co_return std::nullopt;
+    const auto deadline = clock::now() + opt.deadline;
     const std::uint16_t orig = get_id(q);
     auto p = std::make_shared<pending>(ex);
     int timeouts = 0, losses = 0;
-    while (!closed) {
-      auto c = co_await get_conn();
+    while (!closed && clock::now() < deadline) {
+      auto c = co_await get_conn(deadline);
       if (!c) {
-        if (++losses > 2 || closed) break;
+        if (++losses > 2) break;
         continue;
       }
       std::uint16_t id;
@@ -270,7 +284,8 @@ struct tcp_upstream::impl : std::enable_shared_from_this<impl> {
       p->lost = false;
       ++c->sent;
       send(c, frame(q));
-      p->wake.expires_after(opt.timeout);
+      const auto attempt_end = clock::now() + opt.timeout;
+      p->wake.expires_at(std::min(attempt_end, deadline));
       co_await p->wake.async_wait(as_tuple(use_awaitable));
       flights.erase(id);
       c->ids.erase(id);
@@ -283,6 +298,9 @@ struct tcp_upstream::impl : std::enable_shared_from_this<impl> {
         if (++losses > 3) break;
         continue;
       }
+      // The deadline came before a whole attempt: that says nothing against the
+      // connection, which keeps serving the others.
+      if (deadline < attempt_end) break;
       // No answer in time: the server may have dropped it (dnsmasq does under load) or the
       // tunnel may hang, so the retry goes on a fresh connection; the rest in flight on
       // this one are sent again there.
@@ -341,16 +359,22 @@ awaitable<std::optional<bytes>> udp_upstream::query(bytes q) {
       bytes out = q;
       set_id(out, id);
       co_await s.async_send_to(asio::buffer(out), server, use_awaitable);
+      s.non_blocking(true);
       asio::steady_timer t(ex_);
       t.expires_after(opt_.timeout);
       std::optional<bytes> answer;
-      bytes buf(65535);
       while (!answer) {
-        udp::endpoint from;
-        auto r = co_await (s.async_receive_from(asio::buffer(buf), from, as_tuple(use_awaitable)) ||
+        // Wait for a datagram, then read it into a buffer shared by every query: a query
+        // waiting holds no 64 KiB of its own.
+        auto r = co_await (s.async_wait(udp::socket::wait_read, as_tuple(use_awaitable)) ||
                            t.async_wait(as_tuple(use_awaitable)));
         if (r.index() == 1) break;
-        auto [ec, n] = std::get<0>(r);
+        if (std::get<0>(std::get<0>(r))) break;
+        static thread_local std::array<std::uint8_t, 65535> buf;
+        udp::endpoint from;
+        error_code ec;
+        const auto n = s.receive_from(asio::buffer(buf), from, 0, ec);
+        if (ec == asio::error::would_block || ec == asio::error::try_again) continue;
         if (ec) break;
         if (from != server || n < header_size) continue;
         std::span<const std::uint8_t> got(buf.data(), n);

@@ -28,11 +28,19 @@ class upstream {
 };
 
 struct tcp_options {
-  std::chrono::milliseconds timeout{2000};          // per attempt, before a retry
-  std::chrono::milliseconds connect_timeout{5000};  // for the connector
+  // No answer this long on a connection: it is dropped (its other queries are sent again)
+  // and the query is retried once on a fresh one, within `deadline`.
+  std::chrono::milliseconds timeout{1200};
+  // For the connector. The connect goes on when the queries waiting for it reach their
+  // deadline: a connection that opens late still serves the queries after them.
+  std::chrono::milliseconds connect_timeout{5000};
   // Queries sent on one connection before new ones go to a fresh one (the old one drains
   // and closes). dnsmasq closes a TCP connection after 100 queries, dropping the rest.
   std::size_t max_queries = 100;
+  // The longest a query takes, whatever happens: waiting for a connection (a tunnel that
+  // hangs), the retry and all; then nullopt (SERVFAIL). Below the 5 s a stub resolver
+  // commonly waits, so a client gets SERVFAIL rather than its own timeout.
+  std::chrono::milliseconds deadline{2500};
 };
 
 // A connected byte stream to a nameserver: a TCP socket, or one end of a socketpair that

@@ -28,6 +28,7 @@
 #include <future>
 #include <random>
 #include <set>
+#include <sstream>
 #include <string>
 #include <thread>
 #include <vector>
@@ -137,6 +138,13 @@ struct relay {
   tcp::acceptor acc;
   int accepted = 0;
   std::vector<std::weak_ptr<std::pair<tcp::socket, tcp::socket>>> open;
+  // Like an ssh master's channel open: one byte to the client once the server end is
+  // connected (see open_channel).
+  bool confirm = false;
+  // A black-holed path: nothing passes either way on open connections, and new ones are
+  // accepted but never reach the server, so their channel never opens.
+  bool hole = false;
+  std::vector<std::shared_ptr<tcp::socket>> held;
 
   tcp::endpoint endpoint() const { return acc.local_endpoint(); }
   void cut() {
@@ -156,6 +164,7 @@ struct relay {
     for (;;) {
       auto [ec, n] = co_await a.async_read_some(asio::buffer(buf), as_tuple(use_awaitable));
       if (ec) break;
+      if (hole) continue;
       bool cutting = false;
       if (from_server && down + n > cut_after) {
         n = cut_after - down;
@@ -179,11 +188,21 @@ struct relay {
       auto [ec, s] = co_await acc.async_accept(as_tuple(use_awaitable));
       if (ec) co_return;
       ++accepted;
+      if (hole) {
+        held.push_back(std::make_shared<tcp::socket>(std::move(s)));
+        continue;
+      }
       auto p = std::make_shared<std::pair<tcp::socket, tcp::socket>>(
           std::move(s), tcp::socket(acc.get_executor()));
       open.push_back(p);
       auto [ec2] = co_await p->second.async_connect(to, as_tuple(use_awaitable));
       if (ec2) continue;
+      if (confirm) {
+        const std::uint8_t opened = 1;
+        auto [ec3, n] =
+            co_await asio::async_write(p->first, asio::buffer(&opened, 1), as_tuple(use_awaitable));
+        if (ec3) continue;
+      }
       asio::co_spawn(
           acc.get_executor(),
           [this, p]() -> awaitable<void> {
@@ -198,6 +217,19 @@ dns::tcp_upstream::connector connect_to(tcp::endpoint e) {
   return [e]() -> awaitable<dns::link> {
     tcp::socket s(co_await asio::this_coro::executor);
     co_await s.async_connect(e, use_awaitable);
+    co_return dns::link{asio::generic::stream_protocol::socket(std::move(s)), nullptr};
+  };
+}
+
+// A channel to the nameserver through the relay at `relay` (its `confirm` set), as a
+// profile's tunnel opens one: usable once the relay says the server end is connected,
+// which a black-holed relay never does.
+dns::tcp_upstream::connector open_channel(tcp::endpoint relay) {
+  return [relay]() -> awaitable<dns::link> {
+    tcp::socket s(co_await asio::this_coro::executor);
+    co_await s.async_connect(relay, use_awaitable);
+    std::array<std::uint8_t, 1> opened;
+    co_await asio::async_read(s, asio::buffer(opened), use_awaitable);
     co_return dns::link{asio::generic::stream_protocol::socket(std::move(s)), nullptr};
   };
 }
@@ -256,6 +288,66 @@ std::vector<std::string> addresses(const dns::bytes& answer) {
 
 dns::rcode code(const dns::bytes& m) { return dns::parse_header(m)->code(); }
 
+// host<i>.l.test, i < 2000, in the local dnsmasq's hosts file.
+std::string local_host_address(int i) {
+  return "198.18." + std::to_string(64 + i / 250) + "." + std::to_string(i % 250 + 1);
+}
+
+struct timed_answer {
+  std::optional<dns::bytes> answer;  // nullopt: none within the client's timeout
+  std::chrono::steady_clock::duration took{};
+};
+
+// Queries (type A, ID = index) for every name over UDP, `in_flight` at a time, each from
+// its own socket (as a stub resolver does) and waiting at most `timeout`.
+awaitable<std::vector<timed_answer>> burst(udp::endpoint server, std::vector<std::string> names,
+                                           std::size_t in_flight,
+                                           std::chrono::milliseconds timeout = 5000ms) {
+  auto ex = co_await asio::this_coro::executor;
+  std::vector<timed_answer> out(names.size());
+  std::size_t next = 0, workers = std::min(in_flight, names.size());
+  asio::steady_timer finished(ex, asio::steady_timer::time_point::max());
+  for (std::size_t w = 0; w < in_flight && w < names.size(); ++w)
+    asio::co_spawn(
+        ex,
+        [&]() -> awaitable<void> {
+          while (next < names.size()) {
+            const auto i = next++;
+            const auto t0 = std::chrono::steady_clock::now();
+            out[i].answer = co_await ask_udp(
+                server, dns::make_query(static_cast<std::uint16_t>(i), names[i], dns::rrtype::a),
+                timeout);
+            out[i].took = std::chrono::steady_clock::now() - t0;
+          }
+          if (--workers == 0) finished.cancel();
+        },
+        asio::detached);
+  if (workers > 0) co_await finished.async_wait(as_tuple(use_awaitable));
+  co_return out;
+}
+
+// The kernel's count of UDP datagrams dropped for a full receive buffer, in this namespace.
+long udp_rcvbuf_errors() {
+  std::ifstream snmp("/proc/net/snmp");
+  std::string line, names;
+  while (std::getline(snmp, line)) {
+    if (!line.starts_with("Udp: ")) continue;
+    if (names.empty()) {
+      names = line;
+      continue;
+    }
+    std::istringstream n(names), v(line);
+    std::string name, value;
+    while (n >> name && v >> value)
+      if (name == "RcvbufErrors") return std::stol(value);
+  }
+  return -1;
+}
+
+double seconds(std::chrono::steady_clock::duration d) {
+  return std::chrono::duration<double>(d).count();
+}
+
 struct learned {
   std::size_t profile;
   std::string address;
@@ -275,6 +367,7 @@ class DnsServer : public testing::Test {
     for (int i = 0; i < 40; ++i) r << "198.18.61." << i + 1 << " big.r.test\n";
     std::ofstream l(dir_ / "local.hosts");
     for (int i = 0; i < 40; ++i) l << "198.18.62." << i + 1 << " big.l.test\n";
+    for (int i = 0; i < 2000; ++i) l << local_host_address(i) << " host" << i << ".l.test\n";
   }
   static void TearDownTestSuite() {
     std::system(
@@ -290,16 +383,25 @@ class DnsServer : public testing::Test {
     wait_tcp(io_, {local_ip, 53});
   }
 
-  // The server with the remote as profile 0 (domain r.test) and the local dnsmasq as
-  // the local upstream.
-  void make_server(std::chrono::milliseconds timeout = 2000ms) {
+  // The server with the remote as profile 0 (domain r.test), reached through relay_ the
+  // way a tunnel reaches it, and the local dnsmasq as the local upstream. Upstream
+  // options as tprosshy sets them unless given.
+  void make_server(dns::tcp_options t = {}, dns::server_options o = {},
+                   std::chrono::milliseconds udp_timeout = 2000ms) {
     relay_ = std::make_unique<relay>(io_, tcp::endpoint(remote_ip, 53));
-    profile_ = std::make_shared<dns::tcp_upstream>(
-        io_.get_executor(), connect_to(relay_->endpoint()), dns::tcp_options{timeout, 2000ms});
+    relay_->confirm = true;
+    make_server_to(open_channel(relay_->endpoint()), t, std::move(o), udp_timeout);
+  }
+  void make_server(std::chrono::milliseconds timeout) {
+    make_server({.timeout = timeout, .connect_timeout = 2000ms}, {}, timeout);
+  }
+  // Likewise with profile 0's nameserver behind `c`.
+  void make_server_to(dns::tcp_upstream::connector c, dns::tcp_options t = {},
+                      dns::server_options o = {}, std::chrono::milliseconds udp_timeout = 2000ms) {
+    profile_ = std::make_shared<dns::tcp_upstream>(io_.get_executor(), std::move(c), t);
     auto local = std::make_shared<dns::udp_upstream>(io_.get_executor(),
                                                      std::vector<udp::endpoint>{{local_ip, 53}},
-                                                     dns::udp_options{timeout, mark});
-    dns::server_options o;
+                                                     dns::udp_options{udp_timeout, mark});
     o.clock = [this] { return now_; };
     server_ = std::make_unique<dns::server>(
         io_.get_executor(),
@@ -317,8 +419,9 @@ class DnsServer : public testing::Test {
     tcp_ = {asio::ip::make_address("127.0.0.1"), server_->port()};
   }
 
-  std::optional<dns::bytes> ask(const std::string& name, std::uint16_t type = dns::rrtype::a) {
-    return run(io_, ask_udp(udp_, dns::make_query(0x1111, name, type)));
+  std::optional<dns::bytes> ask(const std::string& name, std::uint16_t type = dns::rrtype::a,
+                                std::chrono::milliseconds timeout = 5000ms) {
+    return run(io_, ask_udp(udp_, dns::make_query(0x1111, name, type), timeout));
   }
 
   static inline std::filesystem::path dir_;
@@ -577,6 +680,136 @@ TEST_F(DnsServer, SurvivesGarbage) {
   auto t = run(io_, ask_tcp(tcp_, {dns::make_query(9, "www.l.test", dns::rrtype::a)}));
   EXPECT_EQ(addresses(t.at(0)), std::vector<std::string>{"198.18.51.1"});
   EXPECT_GE(server_->stats().malformed, 200u);
+}
+
+// A profile whose tunnel is black-holed (ssh alive, nothing passes): the client gets
+// SERVFAIL well before its own resolver gives up (5 s for most), whatever the retries. The
+// open connection stops answering, and the channel opened for the retry never opens.
+TEST_F(DnsServer, BlackHoledTunnelAnswersServfailWithinThreeSeconds) {
+  make_server();  // the upstream's own timings, as tprosshy runs it
+  auto warm = ask("host1.r.test");
+  ASSERT_TRUE(warm);
+  ASSERT_EQ(code(*warm), dns::rcode::noerror);
+  relay_->hole = true;
+
+  std::vector<std::string> names;
+  for (int i = 100; i < 150; ++i) names.push_back("host" + std::to_string(i) + ".r.test");
+  const auto got = run(io_, burst(udp_, names, names.size(), 10s), 60s);
+  for (std::size_t i = 0; i < got.size(); ++i) {
+    ASSERT_TRUE(got[i].answer) << names[i] << ": no answer in 10 s";
+    EXPECT_EQ(code(*got[i].answer), dns::rcode::servfail) << names[i];
+    EXPECT_LT(got[i].took, 3s) << names[i] << " took " << seconds(got[i].took) << " s";
+  }
+
+  // The path comes back: answers resume once the channel open that hung is given up.
+  relay_->hole = false;
+  const auto end = std::chrono::steady_clock::now() + 20s;
+  bool back = false;
+  for (int i = 200; !back && std::chrono::steady_clock::now() < end; ++i) {
+    auto a = ask("host" + std::to_string(i) + ".r.test", dns::rrtype::a, 4000ms);
+    back = a && code(*a) == dns::rcode::noerror;
+  }
+  EXPECT_TRUE(back);
+}
+
+// The tunnel never opens a channel (a hung ssh master): SERVFAIL within 3 s, not after the
+// connect attempts have each timed out.
+TEST_F(DnsServer, TunnelThatNeverOpensAChannelAnswersServfailWithinThreeSeconds) {
+  make_server();
+  relay_->hole = true;
+  const auto t0 = std::chrono::steady_clock::now();
+  auto a = ask("host3.r.test", dns::rrtype::a, 20000ms);
+  const auto took = std::chrono::steady_clock::now() - t0;
+  ASSERT_TRUE(a) << "no answer in 20 s";
+  EXPECT_EQ(code(*a), dns::rcode::servfail);
+  EXPECT_EQ(dns::get_id(*a), 0x1111);
+  EXPECT_LT(took, 3s) << seconds(took) << " s";
+}
+
+// A nameserver that takes queries and never answers: the query is sent again on a fresh
+// connection, and still SERVFAIL comes within 3 s.
+TEST_F(DnsServer, SilentNameserverAnswersServfailWithinThreeSecondsAfterARetry) {
+  tcp::acceptor hole(io_, {asio::ip::make_address("127.0.0.1"), 0});
+  int accepted = 0;
+  std::vector<std::shared_ptr<tcp::socket>> held;
+  asio::co_spawn(
+      io_,
+      [&]() -> awaitable<void> {
+        for (;;) {
+          auto [ec, s] = co_await hole.async_accept(as_tuple(use_awaitable));
+          if (ec) co_return;
+          ++accepted;
+          held.push_back(std::make_shared<tcp::socket>(std::move(s)));
+        }
+      },
+      asio::detached);
+  make_server_to(connect_to(hole.local_endpoint()));
+  const auto t0 = std::chrono::steady_clock::now();
+  auto a = ask("host4.r.test", dns::rrtype::a, 20000ms);
+  const auto took = std::chrono::steady_clock::now() - t0;
+  ASSERT_TRUE(a) << "no answer in 20 s";
+  EXPECT_EQ(code(*a), dns::rcode::servfail);
+  EXPECT_LT(took, 3s) << seconds(took) << " s";
+  EXPECT_EQ(accepted, 2);  // the retry went on a fresh connection
+  hole.close();
+}
+
+// A burst for the local upstream: 2,000 distinct names, 200 in flight. None may be lost on
+// the way (tprosshy's listening socket takes the whole burst at once).
+TEST_F(DnsServer, BurstOfLocalNamesLosesNone) {
+  make_server();
+  std::vector<std::string> names;
+  for (int i = 0; i < 2000; ++i) names.push_back("host" + std::to_string(i) + ".l.test");
+  const long drops_before = udp_rcvbuf_errors();
+  ASSERT_GE(drops_before, 0);
+  const auto got = run(io_, burst(udp_, names, 200, 5000ms), 90s);
+  // Not one datagram dropped for a full receive buffer in this namespace: the server's
+  // listening socket, the upstream's per-query sockets, dnsmasq's, the client's.
+  EXPECT_EQ(udp_rcvbuf_errors() - drops_before, 0);
+  int silent = 0, wrong = 0;
+  for (std::size_t i = 0; i < got.size(); ++i) {
+    if (!got[i].answer) {
+      ++silent;
+      continue;
+    }
+    const auto& a = *got[i].answer;
+    if (dns::get_id(a) != i || code(a) != dns::rcode::noerror ||
+        addresses(a) != std::vector<std::string>{local_host_address(static_cast<int>(i))}) {
+      ++wrong;
+      ADD_FAILURE() << names[i] << ": rcode " << int(code(a));
+    }
+  }
+  EXPECT_EQ(silent, 0) << "queries never answered";
+  EXPECT_EQ(wrong, 0);
+  EXPECT_EQ(server_->stats().queries, 2000u);
+  EXPECT_EQ(server_->stats().upstream_errors, 0u);
+}
+
+// More queries than an upstream may have waiting: the ones over get SERVFAIL at once, not
+// silence, and other upstreams still answer.
+TEST_F(DnsServer, QueriesOverTheInFlightCapGetServfailNotSilence) {
+  dns::server_options o;
+  o.max_in_flight = 10;
+  make_server({}, o);
+  relay_->hole = true;  // the profile's queries wait until their deadline
+  std::vector<std::string> names;
+  for (int i = 0; i < 40; ++i) names.push_back("host" + std::to_string(i) + ".r.test");
+  auto both = [&]() -> awaitable<std::tuple<std::vector<timed_answer>, std::optional<dns::bytes>>> {
+    co_return co_await (burst(udp_, names, names.size(), 10s) &&
+                        ask_udp(udp_, dns::make_query(9, "www.l.test", dns::rrtype::a)));
+  };
+  const auto [got, local] = run(io_, both(), 60s);
+  int quick = 0;
+  for (std::size_t i = 0; i < got.size(); ++i) {
+    ASSERT_TRUE(got[i].answer) << names[i] << ": no answer in 10 s";
+    EXPECT_EQ(code(*got[i].answer), dns::rcode::servfail) << names[i];
+    EXPECT_EQ(dns::get_id(*got[i].answer), i);
+    if (got[i].took < 1s) ++quick;  // over the cap: answered at once, not at the deadline
+  }
+  EXPECT_EQ(server_->stats().overloaded, 30u);
+  EXPECT_EQ(quick, 30);
+  ASSERT_TRUE(local);  // the local upstream has room of its own
+  EXPECT_EQ(addresses(*local), std::vector<std::string>{"198.18.51.1"});
 }
 
 // ---------------------------------------------------------------------------------------
