@@ -258,25 +258,26 @@ TEST_F(ProxyServer, Ipv6Destination) {
 }
 
 TEST_F(ProxyServer, AThousandConcurrentFlowsComplete) {
-  // More than the master's accept queue (64) at once: setups wait their turn.
+  // Far more than the master's accept queue (64) at once: setups wait their turn. (Small
+  // transfers: a thousand bulk flows at once through one ssh make ssh itself crawl.)
   constexpr int flows = 1000;
-  constexpr std::uint64_t size = 64 << 10;
+  constexpr std::uint64_t size = 8 << 10;
   std::vector<std::future<result>> fs;
   for (int i = 0; i < flows; ++i) {
     const auto dst = i % 2 ? v4_target() : v6_target();
     fs.push_back(asio::co_spawn(infra_io, client(dst, size, size), asio::use_future));
   }
   const auto end = std::chrono::steady_clock::now() + 120s;
-  int ok = 0;
+  int ok = 0, shown = 0;
   for (auto& f : fs) {
     ASSERT_EQ(f.wait_until(end), std::future_status::ready);
     const auto r = f.get();
     if (!r.error && r.down_ok == size && !r.down_mismatch && r.trailer && r.trailer_count == size &&
         r.trailer_hash == r.up_hash)
       ++ok;
-    else if (std::getenv("TP_TEST_DEBUG"))
-      std::fprintf(stderr, "flow: %s down %lu trailer %d\n", r.error.message().c_str(), r.down_ok,
-                   r.trailer);
+    else if (++shown <= 5)
+      ADD_FAILURE() << "flow: " << r.error.message() << ", " << r.down_ok << " bytes down, trailer "
+                    << r.trailer;
   }
   EXPECT_EQ(ok, flows);
   EXPECT_EQ(finished().size(), static_cast<std::size_t>(flows));
