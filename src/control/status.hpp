@@ -1,0 +1,43 @@
+#pragma once
+// What a running tprosshy reports, as plain values: the runtime fills it in, the control
+// socket prints it as text or JSON, and /metrics as Prometheus text. Counters only ever
+// grow, reloads included.
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace tprosshy::control {
+
+struct profile_status {
+  std::string name;
+  std::string state;  // "up", "starting", "down", "draining"
+  std::string host;
+  int ssh_pid = 0;  // 0 while no ssh runs
+  std::string control_path;
+  std::optional<std::int64_t> up_since;  // Unix seconds, while up
+  std::uint64_t restarts = 0;            // ssh exits after the tunnel had been up
+  std::string last_error;                // ssh's last message, or why it cannot start
+  std::uint64_t flows_active = 0;
+  std::uint64_t flows_ok = 0;       // carried to their end
+  std::uint64_t flows_reset = 0;    // reset after ssh took them (ssh went away, drain ended)
+  std::uint64_t flows_refused = 0;  // reset before: refused, unreachable, no answer, down
+  std::uint64_t bytes_up = 0;       // client to destination, exact
+  std::uint64_t bytes_down = 0;
+  std::map<std::string, std::uint64_t> dns_queries;  // by rcode name ("NOERROR", "SERVFAIL", ...)
+  std::uint64_t learned_routes = 0;                   // addresses routed from DNS answers now
+};
+
+struct status {
+  std::string version;
+  std::string config_file;
+  std::int64_t started = 0;  // Unix seconds
+  std::uint64_t reloads_ok = 0, reloads_failed = 0;
+  std::optional<std::int64_t> last_reload_success;  // Unix seconds; the start counts as one
+  std::uint64_t dns_cache_hits = 0;
+  std::map<std::string, std::uint64_t> dns_local_queries;  // names no profile takes, by rcode
+  std::vector<profile_status> profiles;                     // in config order; draining last
+};
+
+}  // namespace tprosshy::control
