@@ -180,14 +180,16 @@ profiles:
         # handles them), so a signal that comes while it loads its config, opens netlink or
         # starts the tunnels stops it in order, never by the default action.
         def holding(pid):
+            # Held back (blocked) until the run's handlers are in (caught): either way, the
+            # process has taken the signals over from their default action.
             try:
                 status = Path(f"/proc/{pid}/status").read_text()
             except OSError:
                 return False
-            blocked = int(next(ln.split()[1] for ln in status.splitlines()
-                               if ln.startswith("SigBlk:")), 16)
-            wanted = 1 << (signal.SIGINT - 1) | 1 << (signal.SIGTERM - 1) | 1 << (signal.SIGHUP - 1)
-            return blocked & wanted == wanted
+            mask = {ln.split()[0]: int(ln.split()[1], 16) for ln in status.splitlines()
+                    if ln.startswith(("SigBlk:", "SigCgt:"))}
+            stop = 1 << (signal.SIGINT - 1) | 1 << (signal.SIGTERM - 1)
+            return (mask["SigBlk:"] & stop == stop) or (mask["SigCgt:"] & stop == stop)
         for i in range(20):
             sig = signal.SIGTERM if i % 2 else signal.SIGINT
             t = self.tprosshy(TWO_WITH_DNS)
