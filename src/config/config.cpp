@@ -35,6 +35,18 @@ error::error(location where, const std::string& message, const std::string& what
 
 namespace {
 
+// "300", "300s", "500ms", "5m", "1h" (the schema's duration pattern has been checked).
+std::chrono::milliseconds to_duration(const std::string& text) {
+  std::size_t digits = 0;
+  while (digits < text.size() && text[digits] >= '0' && text[digits] <= '9') ++digits;
+  const long long n = std::stoll(text.substr(0, digits));
+  const auto unit = text.substr(digits);
+  if (unit == "ms") return std::chrono::milliseconds(n);
+  if (unit == "m") return std::chrono::minutes(n);
+  if (unit == "h") return std::chrono::hours(n);
+  return std::chrono::seconds(n);
+}
+
 std::string all_lines(const std::vector<error>& all, const std::optional<location>& more) {
   std::string out;
   for (auto& e : all) out += (out.empty() ? "" : "\n") + std::string(e.what());
@@ -439,6 +451,20 @@ struct builder {
       c.cache_size = static_cast<std::size_t>(n->number);
     if (text_or(&root, "on_start_failure", "exit") == "retry")
       c.on_start_failure = start_failure::retry;
+    if (const node* n = child(&root, "drain_timeout")) c.drain_timeout = to_duration(n->text);
+    c.control_socket = text_or(child(&root, "control"), "socket", c.control_socket);
+    if (const node* n = child(child(&root, "metrics"), "listen")) {
+      auto e = n->type == kind::integer ? parse_endpoint("127.0.0.1:" + n->text)
+                                        : parse_endpoint(n->text);
+      if (!e && n->type == kind::string && !n->text.empty() &&
+          n->text.find_first_not_of("0123456789") == std::string::npos)
+        e = parse_endpoint("127.0.0.1:" + n->text);
+      if (!e || !e->port || *e->port == 0)
+        report(n->at, "metrics.listen",
+               "'" + n->text + "' is not PORT, IP:PORT or [IPv6]:PORT (e.g. 9100, 127.0.0.1:9100)");
+      else
+        c.metrics_listen = e;
+    }
     for (auto& it : items_of(&root, "", "exclude"))
       if (auto p = to_prefix(it)) c.exclude.push_back(*p);
     c.log_level = text_or(child(&root, "log"), "level", "info");

@@ -1,5 +1,6 @@
 #pragma once
 // The config model: plain values, already validated. YAML stays inside config/.
+#include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <filesystem>
@@ -53,6 +54,14 @@ class errors : public error {
   std::optional<location> more_;
 };
 
+// "IP", "IPv4:port" or "[IPv6]:port", as used by dns.upstream and dns.nameserver.
+struct endpoint {
+  net::address address;
+  std::optional<uint16_t> port;
+  std::string to_string() const;  // same forms as parsed, IPv6 bracketed when a port is given
+};
+std::optional<endpoint> parse_endpoint(std::string_view text);
+
 enum class run_mode { local, gateway };
 enum class dns_capture { resolvers, all };
 enum class start_failure { exit, retry };
@@ -85,7 +94,10 @@ struct config {
   dns_capture capture = dns_capture::resolvers;
   std::size_t cache_size = 10000;
   start_failure on_start_failure = start_failure::exit;
-  std::vector<net::prefix> exclude;  // global: never redirected
+  std::chrono::milliseconds drain_timeout{300000};
+  std::string control_socket = "/run/tprosshy/control.sock";
+  std::optional<endpoint> metrics_listen;  // none: no /metrics
+  std::vector<net::prefix> exclude;        // global: never redirected
   std::string log_level = "info";
   std::vector<profile> profiles;  // in the order they were declared
 };
@@ -140,13 +152,5 @@ config load(const std::filesystem::path& file);
 // config, as long as no value holds "${" or starts with "~/" once expanded (it would be
 // expanded again). Throws what load() throws.
 std::string effective_yaml(const std::filesystem::path& file);
-
-// "IP", "IPv4:port" or "[IPv6]:port", as used by dns.upstream and dns.nameserver.
-struct endpoint {
-  net::address address;
-  std::optional<uint16_t> port;
-  std::string to_string() const;  // same forms as parsed, IPv6 bracketed when a port is given
-};
-std::optional<endpoint> parse_endpoint(std::string_view text);
 
 }  // namespace tprosshy::config

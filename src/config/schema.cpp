@@ -111,6 +111,15 @@ bool ssh_destination(std::string_view s) {
   return !s.empty() && s[0] != '-' && std::none_of(s.begin(), s.end(), is_space);
 }
 
+// ^[0-9]{1,9}(ms|s|m|h)?$
+bool duration(std::string_view s) {
+  std::size_t digits = 0;
+  while (digits < s.size() && s[digits] >= '0' && s[digits] <= '9') ++digits;
+  if (digits == 0 || digits > 9) return false;
+  const auto unit = s.substr(digits);
+  return unit.empty() || unit == "ms" || unit == "s" || unit == "m" || unit == "h";
+}
+
 // The schema's patterns, each with a hand-written matcher: std::regex recurses once per
 // character and overflows the stack on long input, and config input is not to be trusted
 // with it. A pattern the schema gains needs its matcher here (and a row in the unit test that
@@ -121,6 +130,7 @@ const std::map<std::string, bool (*)(std::string_view), std::less<>>& matchers()
       {R"(^[a-z0-9_-]{1,32}$)", profile_name},
       {R"(^(\.|[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*\.?)$)", domain_name},
       {R"(^[^-\s]\S*$)", ssh_destination},
+      {R"(^[0-9]{1,9}(ms|s|m|h)?$)", duration},
   };
   return m;
 }

@@ -744,7 +744,17 @@ TEST(schema, hand_written_matchers_agree_with_the_patterns) {
                                       "_x",
                                       "X_1",
                                       "1x",
-                                      "a-b"};
+                                      "a-b",
+                                      "5s",
+                                      "500ms",
+                                      "300",
+                                      "1h",
+                                      "2m",
+                                      "5 s",
+                                      "5sec",
+                                      "s",
+                                      "1234567890s",
+                                      "123456789s"};
   const std::string alphabet = {'a', 'Z', '0', '9', '_',  '-',  '.',  '/',
                                 ':', '+', 'e', ' ', '\t', '\n', '\v', '\xc3'};
   for (char a : alphabet) {
@@ -765,7 +775,7 @@ TEST(schema, hand_written_matchers_agree_with_the_patterns) {
     for (auto& i : n.items) self(self, i);
   };
   walk(walk, config::detail::schema::builtin().document());
-  ASSERT_EQ(patterns.size(), 4u);  // a new pattern needs a matcher and a look here
+  ASSERT_EQ(patterns.size(), 5u);  // a new pattern needs a matcher and a look here
   for (auto& p : patterns) {
     auto match = config::detail::pattern_matcher(p);
     std::regex re(p);
