@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
 #include <boost/asio/experimental/awaitable_operators.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/signal_set.hpp>
@@ -187,12 +188,30 @@ asio::awaitable<int> serve(runtime::runtime& rt, asio::signal_set& signals) {
   if (failed) co_return co_await stopped(failed);
   rt.start();
 
+  // SIGHUP reloads (once ready: one that comes earlier is kept for then); SIGINT and
+  // SIGTERM stop.
+  bool reload_pending = false;
   auto signal = [&]() -> asio::awaitable<int> {
-    const int sig = co_await signals.async_wait(use_awaitable);
-    spdlog::info("signal {}: stopping", sig == SIGINT ? "SIGINT" : "SIGTERM");
-    co_return sig;
+    for (;;) {
+      const int sig = co_await signals.async_wait(use_awaitable);
+      if (sig == SIGHUP) {
+        reload_pending = true;
+        co_return sig;
+      }
+      spdlog::info("signal {}: stopping", sig == SIGINT ? "SIGINT" : "SIGTERM");
+      co_return sig;
+    }
   };
-  if ((co_await (rt.first_verdicts() || signal())).index() == 1) co_return co_await stopped(ex_ok);
+  auto stop_signal = [&]() -> asio::awaitable<int> {
+    for (;;)
+      if (const int sig = co_await signal(); sig != SIGHUP) co_return sig;
+  };
+  auto reload = [&rt]() -> asio::awaitable<void> {
+    spdlog::info("SIGHUP: reloading {}", rt.config().file.string());
+    co_await rt.reload(rt.config().file);
+  };
+  if ((co_await (rt.first_verdicts() || stop_signal())).index() == 1)
+    co_return co_await stopped(ex_ok);
   if (rt.up() == 0 && rt.config().on_start_failure == config::start_failure::exit) {
     for (auto* p : rt.down())
       spdlog::error("[{}] cannot connect to {}: {}", p->name(), p->settings().host,
@@ -200,7 +219,7 @@ asio::awaitable<int> serve(runtime::runtime& rt, asio::signal_set& signals) {
     spdlog::error("no profile's tunnel came up; exiting (on_start_failure: retry keeps trying)");
     co_return co_await stopped(ex_unavailable);
   }
-  if ((co_await (rt.nameservers_known(10s) || signal())).index() == 1)
+  if ((co_await (rt.nameservers_known(10s) || stop_signal())).index() == 1)
     co_return co_await stopped(ex_ok);
 
   try {
@@ -214,7 +233,9 @@ asio::awaitable<int> serve(runtime::runtime& rt, asio::signal_set& signals) {
   for (auto* p : rt.down()) retrying += (retrying.empty() ? "; retrying " : ", ") + p->name();
   spdlog::info("ready: {}/{} profiles up, TCP on port {}{}{}", rt.up(), rt.enabled(), rt.tcp_port(),
                rt.dns_port() ? ", DNS on port " + std::to_string(*rt.dns_port()) : "", retrying);
-  co_await signal();
+  if (reload_pending) asio::co_spawn(co_await asio::this_coro::executor, reload(), asio::detached);
+  while (co_await signal() == SIGHUP)
+    asio::co_spawn(co_await asio::this_coro::executor, reload(), asio::detached);
   co_return co_await stopped(ex_ok);
 }
 
@@ -240,7 +261,7 @@ int run(const cli& c) {
   }
   // One io_context, one thread: every part of the runtime lives on it, unlocked.
   asio::io_context io(1);
-  asio::signal_set signals(io, SIGINT, SIGTERM);
+  asio::signal_set signals(io, SIGINT, SIGTERM, SIGHUP);
   unblock_signals();
   runtime::runtime rt(io.get_executor(), std::move(cfg), *nl);
   int code = ex_software;

@@ -64,4 +64,16 @@ void cache::clear() {
   lru_.clear();
 }
 
+void cache::forget_if(const std::function<bool(std::string_view name)>& stale) {
+  for (auto it = lru_.begin(); it != lru_.end();) {
+    const std::string_view name(it->key.data(), it->key.find('\0'));
+    if (stale(name)) {
+      map_.erase(it->key);
+      it = lru_.erase(it);
+    } else {
+      ++it;
+    }
+  }
+}
+
 }  // namespace tprosshy::dns

@@ -9,6 +9,7 @@
 #include <optional>
 #include <span>
 #include <string>
+#include <string_view>
 #include <unordered_map>
 
 #include "dns/message.hpp"
@@ -29,6 +30,8 @@ class cache {
   // `id` set; nullopt if there is none or it has expired.
   std::optional<bytes> get(const question& q, std::uint16_t id);
   void clear();
+  // Drops the answers for names `stale` says yes to (a reload that moved those names).
+  void forget_if(const std::function<bool(std::string_view name)>& stale);
   std::size_t size() const { return map_.size(); }
 
  private:

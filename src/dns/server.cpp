@@ -88,6 +88,7 @@ struct server::impl : std::enable_shared_from_this<impl> {
   router routes;
   std::vector<std::shared_ptr<upstream>> profiles;
   learn_fn learn;
+  query_fn counted;
   server_stats counters;
   std::vector<udp::socket> udps;
   std::vector<tcp::acceptor> acceptors;
@@ -160,16 +161,23 @@ struct server::impl : std::enable_shared_from_this<impl> {
     const auto& qq = m->questions.front();
     const auto profile = routes.match(qq.name);
     bytes reply;
+    bool cached = false;
+    // A reply made here rather than by an upstream, counted like any other.
+    auto made = [&](rcode code) {
+      if (counted) counted(profile, code, false);
+      return make_reply(q, code);
+    };
     if (auto hit = answers.get(qq, m->head.id)) {
       ++counters.cache_hits;
+      cached = true;
       reply = std::move(*hit);
     } else {
       const auto up = profile ? (*profile < profiles.size() ? profiles[*profile] : nullptr) : local;
-      if (!up) co_return make_reply(q, rcode::refused);
+      if (!up) co_return made(rcode::refused);
       if (auto it = waiting.find(up.get());
           it != waiting.end() && it->second >= opt.max_in_flight) {
         ++counters.overloaded;
-        co_return make_reply(q, rcode::servfail);
+        co_return made(rcode::servfail);
       }
       std::optional<bytes> got;
       {
@@ -183,7 +191,7 @@ struct server::impl : std::enable_shared_from_this<impl> {
         ++counters.upstream_errors;
         logger()->debug("dns: no usable answer for {} from {}", qq.name,
                         profile ? "profile " + std::to_string(*profile) : std::string("local"));
-        co_return make_reply(q, rcode::servfail);
+        co_return made(rcode::servfail);
       }
       reply = std::move(*got);
       answers.put(qq, reply);
@@ -192,6 +200,8 @@ struct server::impl : std::enable_shared_from_this<impl> {
           if (rr.address) learn(*profile, *rr.address, rr.ttl);
     }
     copy_question(reply, q);
+    if (counted)
+      if (const auto h = parse_header(reply)) counted(profile, h->code(), cached);
     if (!m->edns_size) strip_opt(reply);
     if (over_udp && reply.size() > udp_limit(*m)) {
       if (auto t = truncate(reply)) reply = std::move(*t);
@@ -313,6 +323,15 @@ void server::set_profiles(router r, std::vector<std::shared_ptr<upstream>> profi
   impl_->profiles = std::move(profiles);
   impl_->answers.clear();
 }
+
+void server::set_profiles(router r, std::vector<std::shared_ptr<upstream>> profiles,
+                          const std::function<bool(std::string_view name)>& stale) {
+  impl_->routes = std::move(r);
+  impl_->profiles = std::move(profiles);
+  impl_->answers.forget_if(stale);
+}
+
+void server::on_query(query_fn f) { impl_->counted = std::move(f); }
 
 void server::set_local(std::shared_ptr<upstream> local) {
   impl_->local = std::move(local);

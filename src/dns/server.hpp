@@ -12,6 +12,8 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
+#include <string_view>
 #include <vector>
 
 #include "dns/cache.hpp"
@@ -56,8 +58,15 @@ class server {
   server& operator=(const server&) = delete;
 
   // Profile upstreams, indexed by the values `r` returns. Replaces earlier ones and
-  // clears the cache (for a reload). Queries in flight finish with the old upstreams.
+  // clears the cache. Queries in flight finish with the old upstreams.
   void set_profiles(router r, std::vector<std::shared_ptr<upstream>> profiles);
+  // The same for a reload: only the cached answers for names `stale` says yes to go.
+  void set_profiles(router r, std::vector<std::shared_ptr<upstream>> profiles,
+                    const std::function<bool(std::string_view name)>& stale);
+  // Called for every query answered with a question: which profile's upstream it went to
+  // (nullopt: the local upstream), the rcode sent back, and whether the cache answered.
+  using query_fn = std::function<void(std::optional<std::size_t>, rcode, bool cached)>;
+  void on_query(query_fn f);
   void set_local(std::shared_ptr<upstream> local);
   void on_answer(learn_fn f);
 

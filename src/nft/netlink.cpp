@@ -329,6 +329,12 @@ struct netlink::impl {
       if (net::to_u128(r.last) != max)
         elems.push_back({key_bytes(net::from_u128(net::to_u128(r.last) + 1, v4)), true});
     }
+    std::vector<uint64_t> timeouts;  // ms, per element of `timed`
+    for (const auto& t : s.timed) {
+      elems.push_back({key_bytes(t.address), false});
+      timeouts.push_back(static_cast<uint64_t>(t.ttl.count()) * 1000);
+    }
+    const size_t untimed = elems.size() - timeouts.size();
     for (size_t i = 0; i < elems.size(); i += max_elements_per_message) {
       auto chunk = make_set(table, s, id);
       for (size_t j = i; j < std::min(elems.size(), i + max_elements_per_message); ++j) {
@@ -336,6 +342,7 @@ struct netlink::impl {
         nftnl_set_elem_set(e, NFTNL_SET_ELEM_KEY, elems[j].first.data(), elems[j].first.size());
         if (elems[j].second)
           nftnl_set_elem_set_u32(e, NFTNL_SET_ELEM_FLAGS, NFT_SET_ELEM_INTERVAL_END);
+        if (j >= untimed) nftnl_set_elem_set_u64(e, NFTNL_SET_ELEM_TIMEOUT, timeouts[j - untimed]);
         nftnl_set_elem_add(chunk.get(), e);
       }
       auto* eh = b.start(NFT_MSG_NEWSETELEM, NLM_F_CREATE, "adding elements to set " + s.name);

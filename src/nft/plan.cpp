@@ -136,7 +136,11 @@ table make(const ruleset& r) {
     if (!p.learned) continue;
     for (auto f : both) {
       std::string name = learned_set(p.name, f);
-      t.sets.push_back({name, f, false, true, p.name + ": learned from DNS answers", {}});
+      std::vector<learned_address> timed;
+      for (const auto& k : p.known)
+        if (k.address.is_v4() == (f == family::v4) && k.ttl.count() > 0) timed.push_back(k);
+      t.sets.push_back(
+          {name, f, false, true, p.name + ": learned from DNS answers", {}, std::move(timed)});
       route.rules.push_back(
           {{daddr_in{f, name}, l4proto{IPPROTO_TCP}}, redirect{r.tcp_port}, p.name + " learned"});
     }

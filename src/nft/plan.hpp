@@ -19,7 +19,8 @@ struct set {
   bool interval = false;  // elements are ranges
   bool timeout = false;   // elements expire (learned addresses)
   std::string comment;
-  std::vector<addr_range> elements;  // sorted, disjoint, not adjacent
+  std::vector<addr_range> elements;    // sorted, disjoint, not adjacent
+  std::vector<learned_address> timed;  // timeout sets: single addresses with their timeout
 };
 
 // One match of a rule, in the order nft itself would encode it.

@@ -92,10 +92,15 @@ void render_set(std::ostream& o, const plan::set& s) {
   if (s.interval) o << "\t\tflags interval\n";
   if (s.timeout) o << "\t\tflags timeout\n";
   if (!s.comment.empty()) o << "\t\tcomment " << quoted(s.comment) << "\n";
-  if (!s.elements.empty()) {
+  if (!s.elements.empty() || !s.timed.empty()) {
     std::vector<std::string> items;
     size_t width = 0;
     for (const auto& e : s.elements) width += (items.emplace_back(format_range(e))).size() + 2;
+    for (const auto& e : s.timed)
+      width += (items.emplace_back(e.address.to_string() + " timeout " +
+                                   std::to_string(e.ttl.count()) + "s"))
+                   .size() +
+               2;
     // Short lists on one line, long ones one element per line.
     bool one_line = width <= 60;
     o << "\t\telements = {" << (one_line ? " " : "\n\t\t\t");

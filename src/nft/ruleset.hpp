@@ -1,6 +1,7 @@
 #pragma once
 // The ruleset as a plain value. render() prints it as nft text (for `check` and golden
 // tests); nft::netlink installs the very same value as one libnftnl batch.
+#include <chrono>
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -23,11 +24,21 @@ struct endpoint {
   friend bool operator==(const endpoint&, const endpoint&) = default;
 };
 
+// An address learned from a DNS answer, with the time it has left.
+struct learned_address {
+  net::address address;
+  std::chrono::seconds ttl{0};
+  friend bool operator==(const learned_address&, const learned_address&) = default;
+};
+
 struct profile_routes {
   std::string name;            // profile name; names its sets and is the rules' comment
   std::vector<addr_range> v4;  // routed ranges (subnets minus excludes), disjoint, sorted
   std::vector<addr_range> v6;
   bool learned = false;  // has learned-address timeout sets (DNS learn_routes)
+  // Addresses already learned, so that a new ruleset (a reload) keeps them, in the same
+  // batch. Only with `learned`.
+  std::vector<learned_address> known;
   friend bool operator==(const profile_routes&, const profile_routes&) = default;
 };
 

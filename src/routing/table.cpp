@@ -198,6 +198,13 @@ std::size_t table::expire(clock::time_point now) {
   return std::erase_if(impl_->learned, [&](const auto& kv) { return kv.second.expiry <= now; });
 }
 
+std::vector<table::learned_route> table::learned(clock::time_point now) const {
+  std::vector<learned_route> out;
+  for (const auto& [k, e] : impl_->learned)
+    if (e.expiry > now) out.push_back({net::from_u128(k.value, !k.v6), e.profile, e.expiry});
+  return out;
+}
+
 std::optional<profile_id> table::lookup(const net::address& addr, clock::time_point now) const {
   auto a = normalize(addr);
   const trie& t = impl_->family(a.is_v6());

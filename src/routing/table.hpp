@@ -42,6 +42,14 @@ class table {
   // Drops learned entries that have expired; returns how many.
   std::size_t expire(clock::time_point now);
 
+  struct learned_route {
+    net::address address;
+    profile_id profile;
+    clock::time_point expiry;
+  };
+  // The learned entries still live at `now` (for a reload, which carries them over).
+  std::vector<learned_route> learned(clock::time_point now = clock::now()) const;
+
   // Global excludes first, then live learned addresses, then the longest static prefix.
   // A v4-mapped IPv6 address (::ffff:a.b.c.d) is looked up, and learned, as IPv4.
   std::optional<profile_id> lookup(const net::address& a,

@@ -22,9 +22,74 @@ std::vector<net::address> read_resolv_conf(const char* path) {
   return dns::parse_resolv_conf(text.str());
 }
 
+namespace {
+
+std::string rcode_name(dns::rcode c) {
+  switch (c) {
+    case dns::rcode::noerror:
+      return "NOERROR";
+    case dns::rcode::formerr:
+      return "FORMERR";
+    case dns::rcode::servfail:
+      return "SERVFAIL";
+    case dns::rcode::nxdomain:
+      return "NXDOMAIN";
+    case dns::rcode::notimp:
+      return "NOTIMP";
+    case dns::rcode::refused:
+      return "REFUSED";
+    default:
+      return "RCODE" + std::to_string(static_cast<int>(c));
+  }
+}
+
+std::vector<udp::endpoint> local_upstream(const config::config& cfg,
+                                          const std::vector<net::address>& resolvers) {
+  std::vector<udp::endpoint> out;
+  for (auto& u : cfg.dns_upstream) {
+    if (u == "system") {
+      for (auto& a : resolvers) out.emplace_back(a, 53);
+    } else if (auto e = config::parse_endpoint(u)) {
+      out.emplace_back(e->address, e->port.value_or(53));
+    }
+  }
+  return out;
+}
+
+struct routes {
+  dns::router router;
+  std::vector<std::shared_ptr<dns::upstream>> upstreams;
+};
+
+routes routes_of(const std::vector<std::shared_ptr<profile>>& profiles) {
+  routes r;
+  for (std::size_t i = 0; i < profiles.size(); ++i) {
+    r.upstreams.push_back(profiles[i]->dns());
+    if (profiles[i]->dns())
+      for (auto& d : profiles[i]->settings().dns.domains) r.router.add(d, i);
+  }
+  return r;
+}
+
+}  // namespace
+
 struct dns_front::impl {
+  asio::any_io_executor ex;
   std::vector<net::address> resolvers;
+  std::vector<std::string> upstream_config;
+  std::vector<std::shared_ptr<profile>> profiles;  // indexed as the server's routes are
+  dns::router router;
   std::unique_ptr<dns::server> server;
+  std::uint64_t cache_hits = 0;
+  std::map<std::string, std::uint64_t> local_answers;
+
+  std::shared_ptr<dns::upstream> make_local(const config::config& cfg) {
+    auto eps = local_upstream(cfg, resolvers);
+    if (eps.empty()) spdlog::warn("dns: no local upstream nameserver; other names get REFUSED");
+    return eps.empty()
+               ? nullptr
+               : std::make_shared<dns::udp_upstream>(ex, eps, dns::udp_options{.mark = own_mark});
+  }
 };
 
 dns_front::dns_front(std::unique_ptr<impl> i) : impl_(std::move(i)) {}
@@ -34,43 +99,59 @@ std::unique_ptr<dns_front> dns_front::make(asio::any_io_executor ex, const confi
                                            const std::vector<asio::ip::address>& listen,
                                            const std::vector<std::shared_ptr<profile>>& profiles,
                                            learn_fn learn) {
-  dns::router router;
-  std::vector<std::shared_ptr<dns::upstream>> upstreams;
-  for (std::size_t i = 0; i < profiles.size(); ++i) {
-    upstreams.push_back(profiles[i]->dns());
-    if (profiles[i]->dns())
-      for (auto& d : profiles[i]->settings().dns.domains) router.add(d, i);
-  }
-  if (router.empty()) return nullptr;
-
+  auto r = routes_of(profiles);
+  if (r.router.empty()) return nullptr;
   auto i = std::make_unique<impl>();
+  i->ex = ex;
   i->resolvers = read_resolv_conf("/etc/resolv.conf");
-  std::vector<udp::endpoint> upstream;
-  for (auto& u : cfg.dns_upstream) {
-    if (u == "system") {
-      for (auto& a : i->resolvers) upstream.emplace_back(a, 53);
-    } else if (auto e = config::parse_endpoint(u)) {
-      upstream.emplace_back(e->address, e->port.value_or(53));
-    }
-  }
-  if (upstream.empty()) spdlog::warn("dns: no local upstream nameserver; other names get REFUSED");
-  auto local = upstream.empty() ? nullptr
-                                : std::make_shared<dns::udp_upstream>(
-                                      ex, upstream, dns::udp_options{.mark = own_mark});
+  i->upstream_config = cfg.dns_upstream;
+  i->profiles = profiles;
+  i->router = r.router;
   std::vector<udp::endpoint> eps;
   for (auto& a : listen) eps.emplace_back(a, cfg.dns_port);
-  i->server = std::make_unique<dns::server>(ex, eps, local,
+  i->server = std::make_unique<dns::server>(ex, eps, i->make_local(cfg),
                                             dns::server_options{.cache_size = cfg.cache_size});
-  i->server->set_profiles(std::move(router), std::move(upstreams));
-  i->server->on_answer([profiles, learn = std::move(learn)](std::size_t id, const net::address& a,
-                                                            std::uint32_t ttl) {
-    if (id < profiles.size()) learn(*profiles[id], a, ttl);
+  i->server->set_profiles(std::move(r.router), std::move(r.upstreams));
+  auto* st = i.get();
+  i->server->on_answer(
+      [st, learn = std::move(learn)](std::size_t id, const net::address& a, std::uint32_t ttl) {
+        if (id < st->profiles.size()) learn(*st->profiles[id], a, ttl);
+      });
+  i->server->on_query([st](std::optional<std::size_t> id, dns::rcode code, bool cached) {
+    if (cached) ++st->cache_hits;
+    if (id && *id < st->profiles.size())
+      ++st->profiles[*id]->dns_answers()[rcode_name(code)];
+    else if (!id)
+      ++st->local_answers[rcode_name(code)];
   });
   i->server->start();
   return std::unique_ptr<dns_front>(new dns_front(std::move(i)));
 }
 
+void dns_front::update(const config::config& cfg,
+                       const std::vector<std::shared_ptr<profile>>& profiles,
+                       const std::function<bool(std::string_view name)>& stale) {
+  auto r = routes_of(profiles);
+  // `stale` may ask owner(), which must still answer for the routes being replaced.
+  impl_->server->set_profiles(r.router, std::move(r.upstreams), stale);
+  impl_->profiles = profiles;
+  impl_->router = std::move(r.router);
+  if (cfg.dns_upstream != impl_->upstream_config) {
+    impl_->upstream_config = cfg.dns_upstream;
+    impl_->server->set_local(impl_->make_local(cfg));
+  }
+}
+
+profile* dns_front::owner(std::string_view name) const {
+  const auto id = impl_->router.match(name);
+  return id && *id < impl_->profiles.size() ? impl_->profiles[*id].get() : nullptr;
+}
+
 std::uint16_t dns_front::port() const { return impl_->server->port(); }
+std::uint64_t dns_front::cache_hits() const { return impl_->cache_hits; }
+const std::map<std::string, std::uint64_t>& dns_front::local_answers() const {
+  return impl_->local_answers;
+}
 const std::vector<net::address>& dns_front::system_resolvers() const { return impl_->resolvers; }
 void dns_front::stop() { impl_->server->stop(); }
 

@@ -5,7 +5,9 @@
 #include <boost/asio/ip/address.hpp>
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <memory>
+#include <string_view>
 #include <vector>
 
 #include "config/config.hpp"
@@ -26,7 +28,17 @@ class dns_front {
                                          learn_fn learn);
   ~dns_front();
 
+  // A reload: the profiles now enabled (in config order) take the names their domains
+  // match; cached answers for names `stale` says yes to are dropped, the others kept.
+  void update(const config::config& cfg, const std::vector<std::shared_ptr<profile>>& profiles,
+              const std::function<bool(std::string_view name)>& stale);
+  // Which profile's domains a name falls under now; null: the local upstream's.
+  profile* owner(std::string_view name) const;
+
   std::uint16_t port() const;
+  std::uint64_t cache_hits() const;
+  // Answers to names no profile takes, by rcode name.
+  const std::map<std::string, std::uint64_t>& local_answers() const;
   // This machine's nameservers (its resolv.conf): queries sent to them are captured.
   const std::vector<net::address>& system_resolvers() const;
   void stop();

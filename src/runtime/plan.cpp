@@ -34,6 +34,8 @@ nft::ruleset make_ruleset(const config::config& cfg, const routing::table& table
   if (p.dns) r.resolvers = resolvers;
   r.bypass = bypass;
   r.exclude = table.global_excludes();
+  const auto now = routing::clock::now();
+  const auto learned = table.learned(now);
   std::vector<nft::profile_routes> by_id(cfg.profiles.size());
   for (bool v6 : {false, true})
     for (auto& rg : table.ranges(v6))
@@ -43,6 +45,11 @@ nft::ruleset make_ruleset(const config::config& cfg, const routing::table& table
     if (!prof.enabled) continue;
     by_id[id].name = prof.name;
     by_id[id].learned = p.dns && prof.dns.learn_routes && !prof.dns.domains.empty();
+    if (by_id[id].learned)
+      for (const auto& l : learned)
+        if (l.profile == id)
+          by_id[id].known.push_back(
+              {l.address, std::chrono::ceil<std::chrono::seconds>(l.expiry - now)});
     r.profiles.push_back(std::move(by_id[id]));
   }
   return r;

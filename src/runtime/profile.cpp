@@ -5,6 +5,7 @@
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
+#include <boost/asio/experimental/awaitable_operators.hpp>
 #include <boost/asio/generic/stream_protocol.hpp>
 #include <boost/asio/this_coro.hpp>
 #include <boost/asio/use_awaitable.hpp>
@@ -21,27 +22,93 @@ using asio::use_awaitable;
 using tcp = asio::ip::tcp;
 
 profile::profile(asio::any_io_executor ex, config::profile settings, std::string control_path,
-                 observer on_event)
+                 observer on_event, std::shared_ptr<counters> totals)
     : ex_(std::move(ex)),
       settings_(std::move(settings)),
       control_path_(std::move(control_path)),
       on_event_(std::move(on_event)),
-      retry_(ex_) {
+      retry_(ex_),
+      drained_(ex_, asio::steady_timer::time_point::max()),
+      stats_(totals ? std::move(totals) : std::make_shared<counters>()) {
   if (settings_.dns.nameserver != "auto")
     if (auto e = config::parse_endpoint(settings_.dns.nameserver))
       nameserver_ = tcp::endpoint(e->address, e->port.value_or(53));
-  if (settings_.enabled && !settings_.dns.domains.empty()) {
-    // One pipelined DNS-over-TCP connection at a time, each a channel through the master.
-    dns_ = std::make_shared<dns::tcp_upstream>(
-        ex_, [this, alive = alive_]() -> asio::awaitable<dns::link> {
-          auto t = *alive ? serving() : nullptr;
-          if (!t) throw std::runtime_error("tunnel is down");
-          const auto ns = co_await nameserver(t);
-          auto s = co_await t->open(ns);
-          co_return dns::link{asio::generic::stream_protocol::socket(std::move(s.data)),
-                              std::make_shared<tunnel::mux::socket>(std::move(s.control))};
-        });
+  make_dns();
+}
+
+void profile::make_dns() {
+  if (dns_ || !settings_.enabled || settings_.dns.domains.empty()) return;
+  // One pipelined DNS-over-TCP connection at a time, each a channel through the master.
+  dns_ = std::make_shared<dns::tcp_upstream>(
+      ex_, [this, alive = alive_]() -> asio::awaitable<dns::link> {
+        auto t = *alive ? serving() : nullptr;
+        if (!t) throw std::runtime_error("tunnel is down");
+        const auto ns = co_await nameserver(t);
+        auto s = co_await t->open(ns);
+        co_return dns::link{asio::generic::stream_protocol::socket(std::move(s.data)),
+                            std::make_shared<tunnel::mux::socket>(std::move(s.control))};
+      });
+}
+
+bool profile::same_connection(const config::profile& other) const {
+  return settings_.host == other.host && settings_.ssh_args == other.ssh_args;
+}
+
+void profile::update(config::profile settings) {
+  const bool new_ns = settings.dns.nameserver != settings_.dns.nameserver;
+  settings_ = std::move(settings);
+  if (new_ns) {
+    nameserver_.reset();
+    if (settings_.dns.nameserver != "auto")
+      if (auto e = config::parse_endpoint(settings_.dns.nameserver))
+        nameserver_ = tcp::endpoint(e->address, e->port.value_or(53));
   }
+  make_dns();
+}
+
+asio::awaitable<void> profile::locate(std::chrono::milliseconds limit) {
+  using namespace asio::experimental::awaitable_operators;
+  auto find = [this]() -> asio::awaitable<std::optional<std::vector<tcp::endpoint>>> {
+    try {
+      co_return co_await tunnel::server_endpoints(settings_.ssh_args, settings_.host);
+    } catch (const std::exception& e) {
+      last_error_ = e.what();
+      co_return std::nullopt;
+    }
+  };
+  asio::steady_timer t(ex_, limit);
+  auto r = co_await (find() || t.async_wait(as_tuple(use_awaitable)));
+  if (r.index() != 0 || !std::get<0>(r)) co_return;
+  for (auto& ep : *std::get<0>(r)) bypass_.push_back({ep.address(), ep.port(), settings_.name});
+  located_ = true;
+}
+
+asio::awaitable<void> profile::drain(std::chrono::milliseconds limit,
+                                     std::weak_ptr<profile> successor) {
+  auto alive = alive_;
+  draining_ = true;
+  successor_ = std::move(successor);
+  const auto deadline = std::chrono::steady_clock::now() + limit;
+  bool told = false;
+  // It carries the new flows of its name too until its successor is up.
+  while (!done_draining() && std::chrono::steady_clock::now() < deadline) {
+    if (!told && flows() > 0) {
+      told = true;
+      spdlog::info("[{}] draining {} flows on ssh pid {} (at most {} s)", settings_.name, flows(),
+                   ssh_pid(), limit.count() / 1000);
+    }
+    drained_.expires_at(deadline);
+    co_await drained_.async_wait(as_tuple(use_awaitable));
+    if (!*alive || stopping_) co_return;
+  }
+  if (flows() > 0)
+    spdlog::warn("[{}] drain time is up: resetting {} flows", settings_.name, flows());
+  stop();
+}
+
+bool profile::done_draining() const {
+  auto next = successor_.lock();
+  return flows() == 0 && (!next || next->up() || next->stopped());
 }
 
 profile::~profile() {
@@ -64,7 +131,7 @@ asio::awaitable<void> profile::run() {
   // ssh_config) is retried like a failed ssh.
   std::mt19937 rng(std::random_device{}());
   auto delay = o.backoff_min;
-  while (!stopping_) {
+  while (!stopping_ && !located_) {
     try {
       for (auto& ep : co_await tunnel::server_endpoints(settings_.ssh_args, settings_.host))
         bypass_.push_back({ep.address(), ep.port(), settings_.name});
@@ -101,13 +168,15 @@ void profile::on_tunnel(tunnel::state s, const std::string& why) {
     last_error_.clear();
     was_up_ = true;
     decided_ = true;
+    up_since_ = std::chrono::system_clock::now();
     spdlog::info("[{}] tunnel up (ssh pid {})", settings_.name, tunnel_->pid());
     if (dns_ && !nameserver_ && !reading_)
       asio::co_spawn(ex_, read_nameserver(tunnel_), asio::detached);
     notify(event::up);
   } else if (s == tunnel::state::down) {
     last_error_ = why.empty() ? "ssh exited" : why;
-    if (was_up_) ++stats_.restarts;
+    up_since_.reset();
+    if (was_up_) ++stats_->restarts;
     was_up_ = false;
     spdlog::warn("[{}] tunnel down: {}", settings_.name, last_error_);
     decided_ = true;
@@ -149,6 +218,7 @@ void profile::stop() {
   if (stopping_) return;
   stopping_ = true;
   retry_.cancel();
+  drained_.cancel();
   if (tunnel_)
     tunnel_->stop();
   else
@@ -159,17 +229,32 @@ std::shared_ptr<tunnel::tunnel> profile::serving() const {
   return tunnel_ && tunnel_->up() ? tunnel_ : nullptr;
 }
 
+std::shared_ptr<tunnel::tunnel> profile::carrier() const {
+  if (auto t = serving()) return t;
+  auto p = predecessor_.lock();
+  return p ? p->serving() : nullptr;
+}
+
+void profile::replaces(const std::shared_ptr<profile>& old) {
+  // The one that carries now: `old` itself, or what it was still waiting on.
+  predecessor_ = old->serving() ? old : old->predecessor_;
+}
+
 std::size_t profile::flows() const { return tunnel_ ? tunnel_->flows() : 0; }
 
 void profile::count(const tunnel::flow_result& r) {
   if (!r.opened)
-    ++stats_.flows_refused;
+    ++stats_->flows_refused;
   else if (r.reset)
-    ++stats_.flows_reset;
+    ++stats_->flows_reset;
   else
-    ++stats_.flows_ok;
-  stats_.bytes_up += r.up;
-  stats_.bytes_down += r.down;
+    ++stats_->flows_ok;
+  stats_->bytes_up += r.up;
+  stats_->bytes_down += r.down;
+}
+
+void profile::poke() {
+  if (draining_ && done_draining()) drained_.cancel();
 }
 
 }  // namespace tprosshy::runtime

@@ -6,8 +6,10 @@
 #include <boost/asio/awaitable.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/steady_timer.hpp>
+#include <chrono>
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <memory>
 #include <optional>
 #include <string>
@@ -25,7 +27,8 @@ struct counters {
   std::uint64_t flows_reset = 0;    // reset after ssh took them (ssh went away)
   std::uint64_t flows_refused = 0;  // reset before: refused, unreachable, no answer, down
   std::uint64_t bytes_up = 0, bytes_down = 0;
-  std::uint64_t restarts = 0;  // ssh exits after the tunnel had been up
+  std::uint64_t restarts = 0;                        // ssh exits after the tunnel had been up
+  std::map<std::string, std::uint64_t> dns_answers;  // by rcode name
 };
 
 class profile {
@@ -33,14 +36,23 @@ class profile {
   enum class event { bypass, up, down, nameserver };
   using observer = std::function<void(profile&, event)>;
 
+  // `totals`: the counters of an earlier object of the same name (a reload that replaced
+  // it), so that a name's counters never go back; null: fresh ones.
   profile(boost::asio::any_io_executor ex, config::profile settings, std::string control_path,
-          observer on_event);
+          observer on_event, std::shared_ptr<counters> totals = nullptr);
   ~profile();
   profile(const profile&) = delete;
   profile& operator=(const profile&) = delete;
 
   const std::string& name() const { return settings_.name; }
   const config::profile& settings() const { return settings_; }
+  // Whether `other` needs a new ssh: another host or other ssh arguments.
+  bool same_connection(const config::profile& other) const;
+  // Takes over settings that need no new ssh (subnets, excludes, DNS rules) at once.
+  void update(config::profile settings);
+  // Tries once, within `limit`, to find the ssh server, so that a profile started by a
+  // reload has its bypass rule in the reload's ruleset; run() does not ask again.
+  boost::asio::awaitable<void> locate(std::chrono::milliseconds limit);
 
   // Finds the ssh server (`ssh -G` and a lookup, retried with the tunnel's backoff until
   // they work), then runs the tunnel, until stop(). Spawn it once.
@@ -48,14 +60,32 @@ class profile {
   void stop();
 
   std::shared_ptr<tunnel::tunnel> serving() const;  // the tunnel while it is up, else null
-  bool decided() const { return decided_; }         // its first start has ended, either way
+  // What new flows go to: this profile's tunnel, or, until it is up, the tunnel of the
+  // profile it replaced in a reload, so that a reload never leaves a gap.
+  std::shared_ptr<tunnel::tunnel> carrier() const;
+  void replaces(const std::shared_ptr<profile>& old);
+  bool decided() const { return decided_; }  // its first start has ended, either way
   bool up() const { return serving() != nullptr; }
   bool stopped() const { return ended_; }
+  // Out of the routing snapshot after a reload: carries its established flows (and, until
+  // `successor` is up, the new flows of its name) until they end or `limit` passes; then it
+  // stops, and the flows left are reset.
+  boost::asio::awaitable<void> drain(std::chrono::milliseconds limit,
+                                     std::weak_ptr<profile> successor = {});
+  bool draining() const { return draining_; }
+  int ssh_pid() const { return tunnel_ ? tunnel_->pid() : 0; }
+  const std::string& control_path() const { return control_path_; }
+  std::optional<std::chrono::system_clock::time_point> up_since() const { return up_since_; }
+  // Queries its DNS upstream answered, by rcode name.
+  std::map<std::string, std::uint64_t>& dns_answers() { return stats_->dns_answers; }
   const std::vector<nft::endpoint>& bypass() const { return bypass_; }
   const std::string& last_error() const { return last_error_; }
   std::size_t flows() const;
-  counters& stats() { return stats_; }
+  counters& stats() { return *stats_; }
+  const std::shared_ptr<counters>& totals() const { return stats_; }
   void count(const tunnel::flow_result& r);
+  // A flow ended or a profile came up: a draining profile that is done stops now.
+  void poke();
 
   // The DNS upstream for this profile's domains (null without domains), and whether its
   // remote nameserver is being read right now.
@@ -70,6 +100,8 @@ class profile {
   boost::asio::awaitable<void> read_nameserver(std::shared_ptr<tunnel::tunnel> t);
   void on_tunnel(tunnel::state s, const std::string& why);
   void notify(event e);
+  void make_dns();
+  bool done_draining() const;
 
   boost::asio::any_io_executor ex_;
   config::profile settings_;
@@ -79,8 +111,12 @@ class profile {
   std::shared_ptr<tunnel::tunnel> tunnel_;
   std::vector<nft::endpoint> bypass_;
   std::string last_error_;
-  bool decided_ = false, stopping_ = false, ended_ = false, was_up_ = false;
-  counters stats_;
+  bool decided_ = false, stopping_ = false, ended_ = false, was_up_ = false, located_ = false;
+  bool draining_ = false;
+  boost::asio::steady_timer drained_;  // cancelled when a draining profile's last flow ends
+  std::optional<std::chrono::system_clock::time_point> up_since_;
+  std::shared_ptr<counters> stats_;
+  std::weak_ptr<profile> predecessor_, successor_;
   std::shared_ptr<dns::tcp_upstream> dns_;
   std::optional<boost::asio::ip::tcp::endpoint> nameserver_;
   bool reading_ = false;

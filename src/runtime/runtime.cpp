@@ -10,13 +10,16 @@
 #include <boost/asio/experimental/channel.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
+#include <set>
 
+#include "dns/router.hpp"
 #include "net/interfaces.hpp"
 #include "proxy/server.hpp"
 #include "routing/table.hpp"
 #include "runtime/dns.hpp"
 #include "runtime/plan.hpp"
 #include "tunnel/control_dir.hpp"
+#include "tunnel/gate.hpp"
 
 namespace tprosshy::runtime {
 
@@ -49,7 +52,13 @@ struct runtime::impl {
   nft::netlink& nl;
   tunnel::control_dir dir;
   std::map<std::string, std::shared_ptr<profile>> profiles;  // by name: the one owner
+  std::vector<std::shared_ptr<profile>> draining;            // replaced or removed by a reload
   std::shared_ptr<snapshot> current;
+  tunnel::gate reloading{ex, 1};
+  std::uint64_t generation = 0;  // names the control sockets of profiles a reload starts
+  std::uint64_t reloads_ok = 0, reloads_failed = 0;
+  std::chrono::system_clock::time_point started = std::chrono::system_clock::now();
+  std::chrono::system_clock::time_point last_reload = started;
   std::optional<proxy::server> server;
   std::unique_ptr<dns_front> dns;
   bool installed = false, stopping = false;
@@ -67,6 +76,8 @@ struct runtime::impl {
   }
 
   void on_event(profile&, profile::event e) {
+    if (e == profile::event::up)
+      for (auto& p : draining) p->poke();
     if (e == profile::event::bypass && installed && !stopping) {
       // A server found only now (DNS was not up yet): its bypass rule goes in at once.
       try {
@@ -83,13 +94,20 @@ struct runtime::impl {
     const auto id = snap->table.lookup(dst.address());
     if (!id || *id >= snap->by_id.size() || !snap->by_id[*id]) return std::nullopt;
     const auto& p = snap->by_id[*id];
-    auto t = p->serving();
+    auto t = p->carrier();
     if (!t) return std::nullopt;
     return proxy::route{p->name(), std::move(t)};
   }
 
   void count(const proxy::route& r, const tunnel::flow_result& res) {
-    if (auto it = profiles.find(r.profile); it != profiles.end()) it->second->count(res);
+    // Counters belong to the name (a replacement shares its predecessor's).
+    if (auto it = profiles.find(r.profile); it != profiles.end())
+      it->second->count(res);
+    else if (auto d = std::find_if(draining.begin(), draining.end(),
+                                   [&](auto& p) { return p->name() == r.profile; });
+             d != draining.end())
+      (*d)->count(res);
+    for (auto& p : draining) p->poke();
     if (stopping) changed.try_send(error_code{});
   }
 
@@ -119,14 +137,50 @@ struct runtime::impl {
     }
   }
 
-  void install() {
-    std::vector<nft::endpoint> bypass;
-    for (auto& p : in_order()) bypass.insert(bypass.end(), p->bypass().begin(), p->bypass().end());
+  // Every ssh server still connected to: the enabled profiles' and the draining ones'.
+  std::vector<nft::endpoint> bypass(const std::vector<std::shared_ptr<profile>>& enabled) const {
+    std::vector<nft::endpoint> out;
+    for (const auto* list : {&enabled, &draining})
+      for (auto& p : *list) out.insert(out.end(), p->bypass().begin(), p->bypass().end());
+    return out;
+  }
+
+  nft::ruleset ruleset(const config::config& c, const snapshot& snap,
+                       const std::vector<std::shared_ptr<profile>>& enabled) const {
     ports p{server->port(), dns ? std::optional(dns->port()) : std::nullopt};
-    nl.install(make_ruleset(cfg, current->table, bypass, p,
-                            dns ? dns->system_resolvers() : std::vector<net::address>{}));
+    return make_ruleset(c, snap.table, bypass(enabled), p,
+                        dns ? dns->system_resolvers() : std::vector<net::address>{});
+  }
+
+  void install() {
+    nl.install(ruleset(cfg, *current, in_order()));
     installed = true;
   }
+
+  void start(const std::shared_ptr<profile>& p) {
+    ++running;
+    asio::co_spawn(ex, p->run(), [this, p](std::exception_ptr e) {
+      --running;
+      if (e) {
+        try {
+          std::rethrow_exception(e);
+        } catch (const std::exception& x) {
+          spdlog::error("[{}] stopped by an error: {}", p->name(), x.what());
+        }
+      }
+      std::erase(draining, p);
+      changed.try_send(error_code{});
+    });
+  }
+
+  std::shared_ptr<profile> make_profile(const config::profile& pc, const std::string& socket_name,
+                                        std::shared_ptr<counters> totals = nullptr) {
+    return std::make_shared<profile>(
+        ex, pc, dir.socket(socket_name), [this](profile& p, profile::event e) { on_event(p, e); },
+        std::move(totals));
+  }
+
+  asio::awaitable<reload_result> reload(const std::filesystem::path& file);
 
   // Waits for `done()` or the deadline, re-checking whenever a profile reports.
   template <class Pred>
@@ -151,8 +205,7 @@ runtime::runtime(asio::any_io_executor ex, config::config cfg, nft::netlink& nl)
       snap->by_id.push_back(nullptr);
       continue;
     }
-    auto p = std::make_shared<profile>(i.ex, pc, i.dir.socket(pc.name),
-                                       [&i](profile& p, profile::event e) { i.on_event(p, e); });
+    auto p = i.make_profile(pc, pc.name);
     i.profiles.emplace(pc.name, p);
     snap->by_id.push_back(std::move(p));
   }
@@ -197,21 +250,7 @@ void runtime::listen() {
 }
 
 void runtime::start() {
-  auto& i = *impl_;
-  for (auto& p : i.in_order()) {
-    ++i.running;
-    asio::co_spawn(i.ex, p->run(), [&i, name = p->name()](std::exception_ptr e) {
-      --i.running;
-      if (e) {
-        try {
-          std::rethrow_exception(e);
-        } catch (const std::exception& x) {
-          spdlog::error("[{}] stopped by an error: {}", name, x.what());
-        }
-      }
-      i.changed.try_send(error_code{});
-    });
-  }
+  for (auto& p : impl_->in_order()) impl_->start(p);
 }
 
 asio::awaitable<void> runtime::first_verdicts() {
@@ -239,10 +278,14 @@ void runtime::install() { impl_->install(); }
 asio::awaitable<void> runtime::stop() {
   auto& i = *impl_;
   i.stopping = true;
+  // A reload under way finishes first (it never waits long), so it cannot put a ruleset
+  // back after the one removed here.
+  auto slot = co_await i.reloading.enter();
   i.expiry.cancel();
   if (i.dns) i.dns->stop();
   if (i.server) i.server->stop();
   for (auto& [name, p] : i.profiles) p->stop();
+  for (auto& p : std::vector(i.draining)) p->stop();
   // ssh gets SIGTERM, then SIGKILL after half a second; its flows are reset as it goes.
   const auto deadline = asio::steady_timer::clock_type::now() + 5s;
   co_await i.until([&i] { return i.running == 0; }, deadline);
@@ -255,6 +298,214 @@ asio::awaitable<void> runtime::stop() {
     }
     i.installed = false;
   }
+}
+
+asio::awaitable<runtime::reload_result> runtime::reload(std::filesystem::path file) {
+  auto& i = *impl_;
+  auto slot = co_await i.reloading.enter();
+  if (i.stopping) co_return reload_result{75, "tprosshy is stopping"};
+  auto r = co_await i.reload(file);
+  if (r.code == 0) {
+    ++i.reloads_ok;
+    i.last_reload = std::chrono::system_clock::now();
+    spdlog::info("reload of {}: {}", file.string(), r.message);
+  } else {
+    ++i.reloads_failed;
+    spdlog::error("reload of {} refused: {}", file.string(), r.message);
+  }
+  co_return r;
+}
+
+asio::awaitable<runtime::reload_result> runtime::impl::reload(const std::filesystem::path& file) {
+  config::config next;
+  try {
+    next = config::load(file);
+  } catch (const config::error& e) {
+    co_return reload_result{78, e.what()};
+  } catch (const std::system_error& e) {
+    co_return reload_result{66, file.string() + ": " + e.code().message()};
+  }
+
+  // What the running process was built around cannot change under it.
+  std::vector<std::string> fixed;
+  auto text = [](const std::optional<config::endpoint>& e) { return e ? e->to_string() : ""; };
+  auto addr = [](const std::optional<net::address>& a) { return a ? a->to_string() : ""; };
+  if (next.mode != cfg.mode) fixed.push_back("mode");
+  if (next.gateway_interfaces != cfg.gateway_interfaces) fixed.push_back("gateway.interfaces");
+  if (addr(next.listen_address) != addr(cfg.listen_address)) fixed.push_back("listen.address");
+  if (next.tcp_port != cfg.tcp_port) fixed.push_back("listen.tcp_port");
+  if (next.dns_port != cfg.dns_port) fixed.push_back("listen.dns_port");
+  if (next.cache_size != cfg.cache_size) fixed.push_back("dns.cache_size");
+  if (next.control_socket != cfg.control_socket) fixed.push_back("control.socket");
+  if (text(next.metrics_listen) != text(cfg.metrics_listen)) fixed.push_back("metrics.listen");
+  if (!fixed.empty()) {
+    std::string keys;
+    for (auto& k : fixed) keys += (keys.empty() ? "" : ", ") + k;
+    co_return reload_result{78, file.string() + ": " + keys +
+                                    (fixed.size() == 1 ? " cannot" : " cannot") +
+                                    " change while tprosshy runs (restart it for that); nothing "
+                                    "was changed"};
+  }
+
+  // Profiles by name: the same connection keeps its ssh; any other change gets a new one.
+  std::vector<std::shared_ptr<profile>> by_id, added, retired;
+  std::map<profile*, std::weak_ptr<profile>> successor;
+  std::vector<std::pair<profile*, config::profile>> updates;
+  std::set<std::string> names;
+  for (auto& pc : next.profiles) {
+    if (!pc.enabled) {
+      by_id.push_back(nullptr);
+      continue;
+    }
+    names.insert(pc.name);
+    auto it = profiles.find(pc.name);
+    if (it != profiles.end() && it->second->same_connection(pc)) {
+      updates.emplace_back(it->second.get(), pc);
+      by_id.push_back(it->second);
+      continue;
+    }
+    auto p = make_profile(pc, pc.name + "." + std::to_string(++generation),
+                          it != profiles.end() ? it->second->totals() : nullptr);
+    added.push_back(p);
+    by_id.push_back(p);
+    if (it != profiles.end()) {
+      p->replaces(it->second);
+      successor[it->second.get()] = p;
+      retired.push_back(it->second);
+    }
+  }
+  for (auto& [name, p] : profiles)
+    if (!names.contains(name)) retired.push_back(p);
+  std::vector<std::shared_ptr<profile>> enabled;
+  for (auto& p : by_id)
+    if (p) enabled.push_back(p);
+
+  // New ssh servers go into this very ruleset, so a profile that routes everything never
+  // sends its own ssh into a tunnel; one not found yet is retried when it starts.
+  for (auto& p : added) co_await p->locate(std::chrono::seconds(5));
+  if (stopping) co_return reload_result{75, "tprosshy is stopping"};
+
+  auto snap = std::make_shared<snapshot>();
+  snap->table = make_table(next);
+  snap->by_id = by_id;
+  std::map<std::string, routing::profile_id> id_of;
+  for (routing::profile_id id = 0; id < by_id.size(); ++id)
+    if (by_id[id] && next.profiles[id].dns.learn_routes) id_of[by_id[id]->name()] = id;
+  for (auto& l : current->table.learned())
+    if (auto& old = current->by_id[l.profile])
+      if (auto it = id_of.find(old->name()); it != id_of.end())
+        snap->table.learn(l.address, it->second, l.expiry);
+
+  // DNS: the first profile with domains needs the listener.
+  std::unique_ptr<dns_front> fresh_dns;
+  if (!dns && wants_dns(next)) {
+    std::vector<asio::ip::address> addrs;
+    for (auto& ep : server->local_endpoints()) addrs.push_back(ep.address());
+    try {
+      fresh_dns = dns_front::make(
+          ex, next, addrs, enabled,
+          [this](profile& p, const net::address& a, std::uint32_t ttl) { learn(p, a, ttl); });
+    } catch (const boost::system::system_error& e) {
+      co_return reload_result{71, "cannot listen on DNS port " + std::to_string(next.dns_port) +
+                                      ": " + e.code().message() + "; nothing was changed"};
+    }
+  }
+
+  // The kernel first: if it refuses, nothing else has changed.
+  const bool dns_created = fresh_dns != nullptr;
+  std::swap(dns, fresh_dns);
+  auto retiring = draining;
+  draining.insert(draining.end(), retired.begin(), retired.end());
+  try {
+    nl.install(ruleset(next, *snap, enabled));
+    installed = true;
+  } catch (const std::exception& e) {
+    std::swap(dns, fresh_dns);
+    draining = retiring;
+    co_return reload_result{
+        71, std::string("cannot install the new ruleset: ") + e.what() + "; nothing was changed"};
+  }
+
+  // Cached answers stay, but for names that now go elsewhere or to a new nameserver.
+  std::map<const profile*, std::string> nameserver_was;
+  for (auto& [p, pc] : updates) {
+    nameserver_was[p] = p->settings().dns.nameserver;
+    p->update(pc);
+  }
+  if (dns && !dns_created) {
+    std::set<const profile*> renewed;
+    for (auto& p : added) renewed.insert(p.get());
+    dns::router next_router;
+    for (std::size_t k = 0; k < enabled.size(); ++k)
+      if (enabled[k]->dns())
+        for (auto& d : enabled[k]->settings().dns.domains) next_router.add(d, k);
+    dns->update(next, enabled, [&](std::string_view name) {
+      const profile* before = dns->owner(name);
+      const auto k = next_router.match(name);
+      const profile* after = k ? enabled[*k].get() : nullptr;
+      if ((before ? before->name() : "") != (after ? after->name() : "")) return true;
+      if (!after) return false;
+      if (renewed.contains(after)) return true;
+      auto it = nameserver_was.find(after);
+      return it != nameserver_was.end() && it->second != after->settings().dns.nameserver;
+    });
+  }
+
+  cfg = std::move(next);
+  current = std::move(snap);
+  profiles.clear();
+  for (auto& p : enabled) profiles.emplace(p->name(), p);
+  for (auto& p : added) start(p);
+  for (auto& p : retired)
+    asio::co_spawn(ex, p->drain(cfg.drain_timeout, successor[p.get()]), asio::detached);
+  co_return reload_result{0, std::to_string(enabled.size() - added.size()) + " profiles kept, " +
+                                 std::to_string(added.size()) + " started, " +
+                                 std::to_string(retired.size()) + " draining"};
+}
+
+control::status runtime::status() const {
+  const auto& i = *impl_;
+  auto unix = [](std::chrono::system_clock::time_point t) {
+    return std::chrono::duration_cast<std::chrono::seconds>(t.time_since_epoch()).count();
+  };
+  control::status st;
+  st.version = TPROSSHY_VERSION;
+  st.config_file = i.cfg.file.string();
+  st.started = unix(i.started);
+  st.reloads_ok = i.reloads_ok;
+  st.reloads_failed = i.reloads_failed;
+  st.last_reload_success = unix(i.last_reload);
+  if (i.dns) {
+    st.dns_cache_hits = i.dns->cache_hits();
+    st.dns_local_queries = i.dns->local_answers();
+  }
+  std::map<routing::profile_id, std::uint64_t> learned;
+  for (auto& l : i.current->table.learned()) ++learned[l.profile];
+  auto add = [&](const profile& p, std::optional<routing::profile_id> id) {
+    control::profile_status ps;
+    ps.name = p.name();
+    ps.state = p.draining() ? "draining" : p.up() ? "up" : p.decided() ? "down" : "starting";
+    ps.host = p.settings().host;
+    ps.ssh_pid = p.ssh_pid();
+    ps.control_path = p.control_path();
+    if (auto t = p.up_since()) ps.up_since = unix(*t);
+    const auto& c = const_cast<profile&>(p).stats();
+    ps.restarts = c.restarts;
+    ps.last_error = p.last_error();
+    ps.flows_active = p.flows();
+    ps.flows_ok = c.flows_ok;
+    ps.flows_reset = c.flows_reset;
+    ps.flows_refused = c.flows_refused;
+    ps.bytes_up = c.bytes_up;
+    ps.bytes_down = c.bytes_down;
+    ps.dns_queries = c.dns_answers;
+    ps.learned_routes = id ? learned[*id] : 0;
+    st.profiles.push_back(std::move(ps));
+  };
+  for (routing::profile_id id = 0; id < i.current->by_id.size(); ++id)
+    if (auto& p = i.current->by_id[id]) add(*p, id);
+  for (auto& p : i.draining) add(*p, std::nullopt);
+  return st;
 }
 
 std::size_t runtime::enabled() const { return impl_->profiles.size(); }

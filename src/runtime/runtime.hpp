@@ -6,6 +6,7 @@
 #include <boost/asio/awaitable.hpp>
 #include <chrono>
 #include <cstdint>
+#include <filesystem>
 #include <map>
 #include <memory>
 #include <optional>
@@ -14,6 +15,7 @@
 #include <vector>
 
 #include "config/config.hpp"
+#include "control/status.hpp"
 #include "nft/netlink.hpp"
 #include "runtime/profile.hpp"
 
@@ -45,6 +47,19 @@ class runtime {
   // Stops listening, stops every tunnel (their flows are reset while the ruleset still
   // translates them), waits for them, then removes the ruleset.
   boost::asio::awaitable<void> stop();
+
+  // Loads `file`, and if it is valid and changes nothing that cannot change live, applies
+  // it: profiles are matched by name; those whose connection (host, ssh_args) is the same
+  // keep their ssh and every flow; the others get a new ssh for new flows while the old one
+  // drains; the ruleset is replaced in one batch with the learned routes kept. Otherwise
+  // nothing changes. One reload at a time.
+  struct reload_result {
+    int code = 0;         // sysexits: 0 applied, 78 invalid config, 66 unreadable, 71 kernel
+    std::string message;  // what was done, or why not
+  };
+  boost::asio::awaitable<reload_result> reload(std::filesystem::path file);
+
+  control::status status() const;
 
   std::size_t enabled() const;
   std::size_t up() const;
