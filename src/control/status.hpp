@@ -26,7 +26,7 @@ struct profile_status {
   std::uint64_t bytes_up = 0;       // client to destination, exact
   std::uint64_t bytes_down = 0;
   std::map<std::string, std::uint64_t> dns_queries;  // by rcode name ("NOERROR", "SERVFAIL", ...)
-  std::uint64_t learned_routes = 0;                   // addresses routed from DNS answers now
+  std::uint64_t learned_routes = 0;                  // addresses routed from DNS answers now
 };
 
 struct status {
@@ -37,7 +37,7 @@ struct status {
   std::optional<std::int64_t> last_reload_success;  // Unix seconds; the start counts as one
   std::uint64_t dns_cache_hits = 0;
   std::map<std::string, std::uint64_t> dns_local_queries;  // names no profile takes, by rcode
-  std::vector<profile_status> profiles;                     // in config order; draining last
+  std::vector<profile_status> profiles;                    // in config order; draining last
 };
 
 }  // namespace tprosshy::control
