@@ -637,4 +637,17 @@ config load(const fs::path& file) {
   return detail::load_tree(file, root);
 }
 
+fs::path control_socket_of(const fs::path& file) {
+  node root;
+  try {
+    return detail::load_tree(file, root).control_socket;
+  } catch (const std::exception&) {
+    // What was read before the mistake still says where the running process listens.
+  }
+  if (const node* c = root.find("control"); c && c->type == kind::map)
+    if (const node* s = c->find("socket"); s && s->type == kind::string && !s->text.empty())
+      return s->text;
+  return config{}.control_socket;
+}
+
 }  // namespace tprosshy::config

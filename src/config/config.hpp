@@ -164,4 +164,9 @@ config load(const std::filesystem::path& file);
 // expanded again). Throws what load() throws.
 std::string effective_yaml(const std::filesystem::path& file);
 
+// Where the tprosshy running with `file` listens for control requests: its control.socket,
+// also when the file is otherwise invalid (so that `reload` can send it and have the
+// errors reported); the default when it cannot be read at all.
+std::filesystem::path control_socket_of(const std::filesystem::path& file);
+
 }  // namespace tprosshy::config
