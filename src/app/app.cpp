@@ -145,13 +145,18 @@ void raise_fd_limit() {
   }
 }
 
+// log.level, unless -v asks for more.
+void set_log_level(const std::string& level, int verbose) {
+  auto lvl = spdlog::level::from_str(level);
+  if (verbose > 0) lvl = std::min(lvl, verbose > 1 ? spdlog::level::trace : spdlog::level::debug);
+  spdlog::set_level(lvl);
+}
+
 void setup_logging(const std::string& level, int verbose) {
   auto logger = spdlog::stderr_color_mt("tprosshy");
   spdlog::set_default_logger(logger);
   spdlog::set_pattern("%Y-%m-%d %H:%M:%S.%e %^%-5l%$ %v");
-  auto lvl = spdlog::level::from_str(level);
-  if (verbose > 0) lvl = std::min(lvl, verbose > 1 ? spdlog::level::trace : spdlog::level::debug);
-  spdlog::set_level(lvl);
+  set_log_level(level, verbose);
   spdlog::flush_on(spdlog::level::trace);
 }
 
@@ -219,8 +224,8 @@ int ask(const cli& c) {
 
 // A run, step by step: listen, start the profiles, wait for their first verdicts, install
 // the ruleset, serve until a signal, stop.
-asio::awaitable<int> serve(runtime::runtime& rt, asio::signal_set& signals,
-                           const notifier& notify) {
+asio::awaitable<int> serve(runtime::runtime& rt, asio::signal_set& signals, const notifier& notify,
+                           int verbose) {
   using namespace asio::experimental::awaitable_operators;
   std::optional<control::server> ctl;
   std::optional<control::metrics_server> metrics;
@@ -242,6 +247,7 @@ asio::awaitable<int> serve(runtime::runtime& rt, asio::signal_set& signals,
   auto apply = [&](std::filesystem::path file) -> asio::awaitable<runtime::runtime::reload_result> {
     notify.reloading();
     auto r = co_await rt.reload(std::move(file));
+    if (r.code == 0) set_log_level(rt.config().log_level, verbose);
     notify.ready(summary());
     co_return r;
   };
@@ -361,9 +367,9 @@ int run(const cli& c) {
   const auto notify = notifier::from_environment();
   auto supervised = [&]() -> asio::awaitable<int> {
     using namespace asio::experimental::awaitable_operators;
-    if (!notify.watchdog_interval()) co_return co_await serve(rt, signals, notify);
+    if (!notify.watchdog_interval()) co_return co_await serve(rt, signals, notify, c.verbose);
     // The watchdog pings until the run ends (with an interval, it never ends by itself).
-    auto r = co_await (serve(rt, signals, notify) || notify.watchdog());
+    auto r = co_await (serve(rt, signals, notify, c.verbose) || notify.watchdog());
     co_return r.index() == 0 ? std::get<0>(r) : ex_software;
   };
   int code = ex_software;

@@ -503,7 +503,7 @@ struct builder {
       if (p.hosts.empty()) continue;  // the schema said why
       p.host = p.hosts.front();
       const node* timeout_at = nullptr;
-      for (const node* map : {defaults, &pn}) {
+      for (const node* map : {&pn}) {
         if (const node* n = child(map, "pool")) p.pool = static_cast<unsigned>(n->number);
         const node* h = child(map, "health");
         if (const node* n = child(h, "interval")) p.health.interval = to_duration(n->text);

@@ -1,5 +1,7 @@
 #include "control/render.hpp"
 
+#include <fmt/format.h>
+
 #include <cstdio>
 #include <ctime>
 #include <set>
@@ -319,6 +321,19 @@ std::string render_text(const status& s, std::int64_t now) {
     line(o, in, "bytes down", bytes(p.bytes_down));
     line(o, in, "dns queries", counts(p.dns_queries));
     line(o, in, "learned routes", std::to_string(p.learned_routes));
+    if (p.tunnels.size() > 1 || !p.serving_host.empty())
+      line(o, in, "serving host",
+           (p.serving_host.empty() ? std::string("-") : printable(p.serving_host)) + "; " +
+               std::to_string(p.failovers) + " failovers");
+    if (p.tunnels.size() > 1)
+      for (auto& t : p.tunnels) {
+        std::string v = printable(t.state) + ", ssh pid " +
+                        (t.ssh_pid ? std::to_string(t.ssh_pid) : std::string("-")) + ", " +
+                        std::to_string(t.flows_active) + " flows";
+        if (t.probe_ms) v += ", probe " + fmt::format("{:.1f}", *t.probe_ms) + " ms";
+        if (!t.probe_failure.empty()) v += " (last failed: " + printable(t.probe_failure) + ")";
+        line(o, in, "tunnel " + printable(t.host) + "#" + std::to_string(t.member), v);
+      }
   }
   return o;
 }
@@ -355,6 +370,26 @@ std::string render_json(const status& s) {
     j.num("bytes_down", p.bytes_down);
     j.counts("dns_queries", p.dns_queries);
     j.num("learned_routes", p.learned_routes);
+    j.str("serving_host", p.serving_host);
+    j.num("failovers", p.failovers);
+    j.key("tunnels");
+    j.open('[');
+    for (auto& t : p.tunnels) {
+      j.next();
+      j.open('{');
+      j.str("host", t.host);
+      j.num("member", t.member);
+      j.str("state", t.state);
+      j.num("ssh_pid", t.ssh_pid);
+      j.str("control_path", t.control_path);
+      j.num("flows_active", t.flows_active);
+      j.key("probe_ms");
+      j.o += t.probe_ms ? fmt::format("{:.3f}", *t.probe_ms) : "null";
+      j.str("probe_failure", t.probe_failure);
+      j.num("probes", t.probe_count);
+      j.close('}');
+    }
+    j.close(']');
     j.close('}');
   }
   j.close(']');
@@ -412,6 +447,40 @@ std::string render_prometheus(const status& s) {
            "Addresses routed through the profile now because of DNS answers.");
   for (auto& x : s.profiles)
     p.sample("tprosshy_learned_routes", {{"profile", x.name}}, x.learned_routes);
+  p.family("tprosshy_failovers_total", "counter", "Times new flows moved to another host.");
+  for (auto& x : s.profiles)
+    p.sample("tprosshy_failovers_total", {{"profile", x.name}}, x.failovers);
+  // Per ssh: draining ones are left out, their host and member would repeat a live one's.
+  p.family("tprosshy_tunnel_up", "gauge",
+           "1 while the ssh (a host, a member of its pool) serves new flows, else 0.");
+  for (auto& x : s.profiles)
+    for (auto& t : x.tunnels)
+      if (t.state != "draining")
+        p.sample("tprosshy_tunnel_up",
+                 {{"profile", x.name}, {"host", t.host}, {"member", std::to_string(t.member)}},
+                 std::uint64_t{t.state == "up"});
+  p.family("tprosshy_probe_duration_seconds", "histogram",
+           "Health probes answered: time from the channel request to the master's answer.");
+  for (auto& x : s.profiles)
+    for (auto& t : x.tunnels) {
+      if (t.state == "draining") continue;
+      const std::string member = std::to_string(t.member);
+      for (std::size_t i = 0; i < t.probe_bounds.size(); ++i)
+        p.sample("tprosshy_probe_duration_seconds_bucket",
+                 {{"profile", x.name},
+                  {"host", t.host},
+                  {"member", member},
+                  {"le", fmt::format("{}", t.probe_bounds[i])}},
+                 t.probe_buckets[i]);
+      p.sample("tprosshy_probe_duration_seconds_bucket",
+               {{"profile", x.name}, {"host", t.host}, {"member", member}, {"le", "+Inf"}},
+               t.probe_count);
+      p.sample("tprosshy_probe_duration_seconds_sum",
+               {{"profile", x.name}, {"host", t.host}, {"member", member}},
+               fmt::format("{}", t.probe_sum));
+      p.sample("tprosshy_probe_duration_seconds_count",
+               {{"profile", x.name}, {"host", t.host}, {"member", member}}, t.probe_count);
+    }
   return std::move(p.o);
 }
 

@@ -5,6 +5,7 @@
 #include <boost/json/src.hpp>
 #include <cstdlib>
 #include <ctime>
+#include <fstream>
 #include <map>
 #include <set>
 #include <string>
@@ -50,6 +51,27 @@ status sample() {
   a.bytes_down = 18446744073709551615ull;
   a.dns_queries = {{"NOERROR", 100}, {"SERVFAIL", 2}};
   a.learned_routes = 5;
+  a.serving_host = "corp-bastion";
+  a.failovers = 2;
+  tunnel_status t1;
+  t1.host = "corp-bastion";
+  t1.member = 1;
+  t1.state = "up";
+  t1.ssh_pid = 4242;
+  t1.control_path = "/run/tprosshy/tprosshy.Ab12Cd/corp.0.0";
+  t1.flows_active = 3;
+  t1.probe_ms = 1.25;
+  t1.probe_bounds = {0.001, 0.01};
+  t1.probe_buckets = {1, 4};
+  t1.probe_count = 5;
+  t1.probe_sum = 0.03;
+  tunnel_status t2 = t1;
+  t2.host = "corp-bastion-2";
+  t2.state = "unhealthy";
+  t2.ssh_pid = 4243;
+  t2.flows_active = 0;
+  t2.probe_failure = "no answer from ssh within 3000 ms";
+  a.tunnels = {t1, t2};
   profile_status b;
   b.name = "lab";
   b.state = "down";
@@ -79,6 +101,9 @@ profile corp: up
   bytes down      16.0 EiB (18446744073709551615)
   dns queries     NOERROR 100, SERVFAIL 2
   learned routes  5
+  serving host    corp-bastion; 2 failovers
+  tunnel corp-bastion#1up, ssh pid 4242, 3 flows, probe 1.2 ms
+  tunnel corp-bastion-2#1unhealthy, ssh pid 4243, 0 flows, probe 1.2 ms (last failed: no answer from ssh within 3000 ms)
 
 profile lab: down
   host            ssh://admin@lab.example:2222
@@ -126,7 +151,33 @@ const std::string golden_json = R"golden({
         "NOERROR": 100,
         "SERVFAIL": 2
       },
-      "learned_routes": 5
+      "learned_routes": 5,
+      "serving_host": "corp-bastion",
+      "failovers": 2,
+      "tunnels": [
+        {
+          "host": "corp-bastion",
+          "member": 1,
+          "state": "up",
+          "ssh_pid": 4242,
+          "control_path": "/run/tprosshy/tprosshy.Ab12Cd/corp.0.0",
+          "flows_active": 3,
+          "probe_ms": 1.250,
+          "probe_failure": "",
+          "probes": 5
+        },
+        {
+          "host": "corp-bastion-2",
+          "member": 1,
+          "state": "unhealthy",
+          "ssh_pid": 4243,
+          "control_path": "/run/tprosshy/tprosshy.Ab12Cd/corp.0.0",
+          "flows_active": 0,
+          "probe_ms": 1.250,
+          "probe_failure": "no answer from ssh within 3000 ms",
+          "probes": 5
+        }
+      ]
     },
     {
       "name": "lab",
@@ -144,7 +195,10 @@ const std::string golden_json = R"golden({
       "bytes_up": 0,
       "bytes_down": 0,
       "dns_queries": {},
-      "learned_routes": 0
+      "learned_routes": 0,
+      "serving_host": "",
+      "failovers": 0,
+      "tunnels": []
     }
   ]
 }
@@ -208,6 +262,26 @@ tprosshy_dns_cache_hits_total 42
 # TYPE tprosshy_learned_routes gauge
 tprosshy_learned_routes{profile="corp"} 5
 tprosshy_learned_routes{profile="lab"} 0
+# HELP tprosshy_failovers_total Times new flows moved to another host.
+# TYPE tprosshy_failovers_total counter
+tprosshy_failovers_total{profile="corp"} 2
+tprosshy_failovers_total{profile="lab"} 0
+# HELP tprosshy_tunnel_up 1 while the ssh (a host, a member of its pool) serves new flows, else 0.
+# TYPE tprosshy_tunnel_up gauge
+tprosshy_tunnel_up{profile="corp",host="corp-bastion",member="1"} 1
+tprosshy_tunnel_up{profile="corp",host="corp-bastion-2",member="1"} 0
+# HELP tprosshy_probe_duration_seconds Health probes answered: time from the channel request to the master's answer.
+# TYPE tprosshy_probe_duration_seconds histogram
+tprosshy_probe_duration_seconds_bucket{profile="corp",host="corp-bastion",member="1",le="0.001"} 1
+tprosshy_probe_duration_seconds_bucket{profile="corp",host="corp-bastion",member="1",le="0.01"} 4
+tprosshy_probe_duration_seconds_bucket{profile="corp",host="corp-bastion",member="1",le="+Inf"} 5
+tprosshy_probe_duration_seconds_sum{profile="corp",host="corp-bastion",member="1"} 0.03
+tprosshy_probe_duration_seconds_count{profile="corp",host="corp-bastion",member="1"} 5
+tprosshy_probe_duration_seconds_bucket{profile="corp",host="corp-bastion-2",member="1",le="0.001"} 1
+tprosshy_probe_duration_seconds_bucket{profile="corp",host="corp-bastion-2",member="1",le="0.01"} 4
+tprosshy_probe_duration_seconds_bucket{profile="corp",host="corp-bastion-2",member="1",le="+Inf"} 5
+tprosshy_probe_duration_seconds_sum{profile="corp",host="corp-bastion-2",member="1"} 0.03
+tprosshy_probe_duration_seconds_count{profile="corp",host="corp-bastion-2",member="1"} 5
 )golden";
 
 // ---- a strict reader of the Prometheus text format 0.0.4
@@ -311,11 +385,21 @@ exposition read_prometheus(std::string_view text) {
     while (i < line.size() && line[i] != '{' && line[i] != ' ') ++i;
     const auto name = std::string(line.substr(0, i));
     if (!metric_name(name)) error(n, "bad metric name '" + name + "'");
-    if (!x.types.count(name)) error(n, name + ": sample before its TYPE");
-    if (!x.help.count(name)) error(n, name + ": sample before its HELP");
-    if (name != current && sampled.count(name)) error(n, name + ": samples not together");
-    current = name;
-    sampled.insert(name);
+    // A histogram's samples are its family's name with _bucket, _sum or _count.
+    auto family = name;
+    for (std::string_view suffix : {"_bucket", "_sum", "_count"})
+      if (name.ends_with(suffix)) {
+        const auto stem = name.substr(0, name.size() - suffix.size());
+        if (auto t = x.types.find(stem); t != x.types.end() && t->second == "histogram")
+          family = stem;
+      }
+    if (family != name && name.ends_with("_bucket") && line.find("le=\"") == std::string_view::npos)
+      error(n, name + ": a bucket without le");
+    if (!x.types.count(family)) error(n, name + ": sample before its TYPE");
+    if (!x.help.count(family)) error(n, name + ": sample before its HELP");
+    if (family != current && sampled.count(family)) error(n, family + ": samples not together");
+    current = family;
+    sampled.insert(family);
     std::map<std::string, std::string> ls;
     if (i < line.size() && line[i] == '{') {
       ++i;
@@ -367,7 +451,7 @@ exposition read_prometheus(std::string_view text) {
     const auto value = rest.substr(0, sp);
     if (!number(value)) error(n, "bad value '" + std::string(value) + "'");
     if (sp != std::string_view::npos && !number(rest.substr(sp + 1))) error(n, "bad timestamp");
-    if (x.types[name] == "counter" && !name.ends_with("_total"))
+    if (x.types[family] == "counter" && !name.ends_with("_total"))
       error(n, name + ": a counter without _total");
     std::string series = name;
     for (auto& [k, v] : ls) series += "|" + k + "=" + v;
@@ -388,6 +472,14 @@ std::string joined(const std::vector<std::string>& v) {
 }
 
 // ---- golden outputs
+
+TEST(ControlRender, WriteGoldenWhenAsked) {
+  if (!std::getenv("TPROSSHY_UPDATE_GOLDEN")) GTEST_SKIP();
+  time_zone("UTC");
+  std::ofstream("/tmp/golden_text") << render_text(sample(), now);
+  std::ofstream("/tmp/golden_json") << render_json(sample());
+  std::ofstream("/tmp/golden_prometheus") << render_prometheus(sample());
+}
 
 TEST(ControlRender, TextGolden) {
   time_zone("UTC");
@@ -466,7 +558,8 @@ TEST(ControlRender, JsonIsValidAndExact) {
   EXPECT_EQ(keys, (std::set<std::string>{"name", "state", "host", "ssh_pid", "control_path",
                                          "up_since", "restarts", "last_error", "flows_active",
                                          "flows_ok", "flows_reset", "flows_refused", "bytes_up",
-                                         "bytes_down", "dns_queries", "learned_routes"}));
+                                         "bytes_down", "dns_queries", "learned_routes",
+                                         "serving_host", "failovers", "tunnels"}));
 }
 
 TEST(ControlRender, TextEscapesWhatATerminalWouldAct) {
@@ -512,10 +605,15 @@ TEST(ControlRender, PrometheusFamiliesAndLabels) {
       {"tprosshy_dns_queries_total", "counter"},
       {"tprosshy_dns_cache_hits_total", "counter"},
       {"tprosshy_learned_routes", "gauge"},
+      {"tprosshy_failovers_total", "counter"},
+      {"tprosshy_tunnel_up", "gauge"},
+      {"tprosshy_probe_duration_seconds", "histogram"},
   };
   EXPECT_EQ(x.types, want);
-  // Labels per profile only: nothing names a destination, a host or an address.
-  static const std::set<std::string> allowed{"profile", "result", "direction", "rcode", "version"};
+  // Labels per profile, and per configured ssh host and pool member: nothing names a
+  // destination or anything else a flow brings in, so the series stay few.
+  static const std::set<std::string> allowed{"profile", "result", "direction", "rcode",
+                                             "version", "host",   "member",    "le"};
   for (auto& [family, samples] : x.labels)
     for (auto& ls : samples)
       for (auto& [k, v] : ls) EXPECT_TRUE(allowed.count(k)) << family << " has label " << k;
@@ -524,6 +622,12 @@ TEST(ControlRender, PrometheusFamiliesAndLabels) {
             "18446744073709551615");
   // Every profile's DNS series start at zero, so rate() sees the first SERVFAIL.
   EXPECT_EQ(x.values.at("tprosshy_dns_queries_total|profile=lab|rcode=SERVFAIL"), "0");
+  EXPECT_EQ(x.values.at("tprosshy_tunnel_up|host=corp-bastion|member=1|profile=corp"), "1");
+  EXPECT_EQ(x.values.at("tprosshy_tunnel_up|host=corp-bastion-2|member=1|profile=corp"), "0");
+  EXPECT_EQ(x.values.at("tprosshy_failovers_total|profile=corp"), "2");
+  EXPECT_EQ(x.values.at("tprosshy_probe_duration_seconds_bucket|host=corp-bastion|le=+Inf|member=1|"
+                        "profile=corp"),
+            "5");
 }
 
 TEST(ControlRender, PrometheusWithoutAReloadTimeHasNoSample) {
