@@ -287,6 +287,7 @@ void profile::on_tunnel(std::size_t k, tunnel::state s, const std::string& why) 
     m.was_up = true;
     m.up_since = std::chrono::system_clock::now();
     decided_ = true;
+    if (!serving_host_) serving_host_ = m.host;  // later moves count as failovers
     spdlog::info("[{}] tunnel up (ssh pid {})", member_name(m), m.tunnel->pid());
     if (dns_ && !nameserver_ && !reading_)
       asio::co_spawn(ex_, read_nameserver(m.tunnel), asio::detached);
@@ -358,6 +359,13 @@ std::shared_ptr<tunnel::tunnel> profile::serving() const {
   for (auto& m : members_)
     if (m.tunnel && m.tunnel->up()) return m.tunnel;
   return nullptr;
+}
+
+std::optional<std::size_t> profile::serving_host() const {
+  if (serving_host_ && host_up(*serving_host_)) return serving_host_;
+  for (std::size_t h = 0; h < settings_.hosts.size(); ++h)
+    if (host_up(h)) return h;
+  return std::nullopt;
 }
 
 std::shared_ptr<tunnel::tunnel> profile::carrier() {

@@ -89,7 +89,8 @@ class profile {
                                      std::weak_ptr<profile> successor = {});
   bool draining() const { return draining_; }
   const std::vector<member>& members() const { return members_; }
-  std::optional<std::size_t> serving_host() const { return serving_host_; }
+  // The host new flows go to: the one they went to last, else the first one up.
+  std::optional<std::size_t> serving_host() const;
   std::uint64_t failovers() const { return stats_->failovers; }
   int ssh_pid() const;  // the first member's
   const std::string& control_path() const { return control_path_; }
