@@ -14,7 +14,8 @@ namespace tprosshy::tunnel {
 // A limit on holders at once for coroutines on one thread, first come first served: a
 // freed slot passes straight to the next waiter, and a waiter that is cancelled (a timed-out
 // setup) leaves the queue or passes on the slot it was handed. Caps a master's pending
-// connects below its accept queue.
+// connects below its accept queue. An urgent waiter (a health probe) goes to the head of
+// the queue: a probe measures ssh, not how many flows are waiting for it.
 class gate {
  public:
   // Slots held now (for tests and status).
@@ -35,14 +36,14 @@ class gate {
     gate* g_;
   };
 
-  boost::asio::awaitable<slot> enter() {
+  boost::asio::awaitable<slot> enter(bool urgent = false) {
     if (free_ > 0 && waiting_.empty()) {
       --free_;
       ++held_;
       co_return slot(this);
     }
     waiter w{boost::asio::steady_timer(ex_, boost::asio::steady_timer::time_point::max())};
-    const auto at = waiting_.insert(waiting_.end(), &w);
+    const auto at = waiting_.insert(urgent ? waiting_.begin() : waiting_.end(), &w);
     // Cancelled while queued: leave the queue, or pass on a slot handed over meanwhile.
     struct unqueue {
       gate& g;

@@ -43,6 +43,24 @@ TEST(Gate, NeverMoreThanTheLimitAndFirstComeFirstServed) {
   EXPECT_EQ(g.held(), 0u);
 }
 
+TEST(Gate, AnUrgentWaiterGoesFirst) {
+  asio::io_context io;
+  gate g(io.get_executor(), 1);
+  std::vector<int> order;
+  for (int i = 0; i < 5; ++i)
+    asio::co_spawn(
+        io,
+        [&, i]() -> asio::awaitable<void> {
+          if (i == 4) co_await sleep_for(1ms);  // queued last, behind three waiters
+          auto s = co_await g.enter(i == 4);
+          order.push_back(i);
+          co_await sleep_for(5ms);
+        },
+        asio::detached);
+  io.run();
+  EXPECT_EQ(order, (std::vector<int>{0, 4, 1, 2, 3}));
+}
+
 TEST(Gate, AWaiterThatGivesUpLeavesTheQueue) {
   using namespace asio::experimental::awaitable_operators;
   asio::io_context io;
