@@ -244,14 +244,14 @@ struct tunnel::impl : std::enable_shared_from_this<impl> {
     co_return c;
   }
   asio::awaitable<channel> open_channel(const tcp::endpoint& dst, int fd,
-                                        std::chrono::milliseconds timeout) {
+                                        std::chrono::milliseconds timeout, bool urgent = false) {
     auto attempt = [&]() -> asio::awaitable<channel> {
       try {
         std::optional<mux::socket> s;
         {
           // The slot covers only the wait for the master's accept (its hello): channels
           // being opened do not count against its accept queue.
-          auto slot = co_await setups.enter();
+          auto slot = co_await setups.enter(urgent);
           if (!master) co_return channel{{}, "the tunnel is down"};
           s.emplace(co_await mux::open(
               opt.control_path,
@@ -286,7 +286,7 @@ struct tunnel::impl : std::enable_shared_from_this<impl> {
       co_return std::string("socketpair: ") + std::strerror(errno);
     net::unique_fd ours(sv[0]), theirs(sv[1]);
     const auto started = std::chrono::steady_clock::now();
-    auto c = co_await open_channel(opt.probe, theirs.get(), opt.probe_timeout);
+    auto c = co_await open_channel(opt.probe, theirs.get(), opt.probe_timeout, true);
     if (c.answered) {
       const auto took = std::chrono::steady_clock::now() - started;
       health.last_latency = std::chrono::duration_cast<std::chrono::microseconds>(took);
