@@ -15,13 +15,19 @@
 #include <boost/asio/use_awaitable.hpp>
 #include <csignal>
 #include <cstdlib>
+#include <filesystem>
 #include <iostream>
 #include <optional>
 #include <string>
 #include <system_error>
 #include <vector>
 
+#include "app/notify.hpp"
 #include "config/config.hpp"
+#include "control/client.hpp"
+#include "control/metrics.hpp"
+#include "control/render.hpp"
+#include "control/server.hpp"
 #include "nft/netlink.hpp"
 #include "runtime/dns.hpp"
 #include "runtime/plan.hpp"
@@ -41,17 +47,26 @@ constexpr int ex_ok = 0, ex_usage = 64, ex_noinput = 66, ex_unavailable = 69, ex
               ex_oserr = 71, ex_noperm = 77, ex_config = 78;
 
 constexpr const char* usage_text =
-    "usage: tprosshy [-c FILE] [-v]       run until SIGINT or SIGTERM\n"
-    "       tprosshy check [-c FILE]      validate FILE and print the nft ruleset\n"
+    "usage: tprosshy [-c FILE] [-v]           run until SIGINT or SIGTERM (SIGHUP reloads)\n"
+    "       tprosshy check [--effective] [-c FILE]\n"
+    "                                         validate FILE and print the nft ruleset, or\n"
+    "                                         the merged config with where each value is from\n"
+    "       tprosshy reload [-c FILE]         make the running tprosshy apply FILE; waits\n"
+    "       tprosshy status [--json] [-c FILE]  what the running tprosshy is doing\n"
     "       tprosshy --version | --help\n"
     "\n"
-    "  -c, --config FILE   config file (default ~/.tprosshy.yaml)\n"
+    "  -c, --config FILE   config file (default ~/.tprosshy.yaml); reload and status find\n"
+    "                      the running tprosshy by its control.socket\n"
     "  -v, --verbose       more log (repeat for trace)\n";
 
+enum class verb { run, check, reload, status };
+
 struct cli {
-  bool check = false;
+  verb what = verb::run;
   std::string config;
   int verbose = 0;
+  bool effective = false;  // check --effective
+  bool json = false;       // status --json
 };
 
 std::optional<cli> parse_cli(int argc, char** argv, int& exit_code) {
@@ -67,8 +82,12 @@ std::optional<cli> parse_cli(int argc, char** argv, int& exit_code) {
       std::cout << "tprosshy " TPROSSHY_VERSION "\n";
       exit_code = ex_ok;
       return std::nullopt;
-    } else if (a == "check" && i == 0) {
-      c.check = true;
+    } else if (i == 0 && (a == "check" || a == "reload" || a == "status")) {
+      c.what = a == "check" ? verb::check : a == "reload" ? verb::reload : verb::status;
+    } else if (a == "--effective" && c.what == verb::check) {
+      c.effective = true;
+    } else if (a == "--json" && c.what == verb::status) {
+      c.json = true;
     } else if (a == "-c" || a == "--config") {
       if (i + 1 == args.size()) {
         std::cerr << "tprosshy: " << a << " needs a file\n" << usage_text;
@@ -126,18 +145,27 @@ void raise_fd_limit() {
   }
 }
 
+// log.level, unless -v asks for more.
+void set_log_level(const std::string& level, int verbose) {
+  auto lvl = spdlog::level::from_str(level);
+  if (verbose > 0) lvl = std::min(lvl, verbose > 1 ? spdlog::level::trace : spdlog::level::debug);
+  spdlog::set_level(lvl);
+}
+
 void setup_logging(const std::string& level, int verbose) {
   auto logger = spdlog::stderr_color_mt("tprosshy");
   spdlog::set_default_logger(logger);
   spdlog::set_pattern("%Y-%m-%d %H:%M:%S.%e %^%-5l%$ %v");
-  auto lvl = spdlog::level::from_str(level);
-  if (verbose > 0) lvl = std::min(lvl, verbose > 1 ? spdlog::level::trace : spdlog::level::debug);
-  spdlog::set_level(lvl);
+  set_log_level(level, verbose);
   spdlog::flush_on(spdlog::level::trace);
 }
 
 int check(const cli& c) {
   unblock_signals();
+  if (c.effective) {
+    std::cout << config::effective_yaml(c.config);
+    return ex_ok;
+  }
   auto cfg = config::load(c.config);
   auto table = runtime::make_table(cfg);
   asio::io_context io;
@@ -170,13 +198,58 @@ int check(const cli& c) {
   return ex_ok;
 }
 
+// reload and status: one request to the running tprosshy's control socket.
+int ask(const cli& c) {
+  unblock_signals();
+  const auto socket = config::control_socket_of(c.config);
+  std::string line;
+  if (c.what == verb::status)
+    line = c.json ? "status json" : "status";
+  else
+    line = control::reload_line(c.config);
+  try {
+    auto r = control::call(socket, line, c.what == verb::status ? 10s : 120s);
+    (r.code == 0 ? std::cout : std::cerr) << r.text;
+    if (!r.text.empty() && r.text.back() != '\n') (r.code == 0 ? std::cout : std::cerr) << "\n";
+    return r.code;
+  } catch (const control::not_running&) {
+    std::cerr << "tprosshy: no tprosshy is running on " << socket.string() << "\n";
+    return ex_unavailable;
+  } catch (const std::system_error& e) {
+    std::cerr << "tprosshy: " << socket.string() << ": " << e.code().message() << "\n";
+    const int v = e.code().value();
+    return v == EACCES || v == EPERM ? ex_noperm : ex_unavailable;
+  }
+}
+
 // A run, step by step: listen, start the profiles, wait for their first verdicts, install
 // the ruleset, serve until a signal, stop.
-asio::awaitable<int> serve(runtime::runtime& rt, asio::signal_set& signals) {
+asio::awaitable<int> serve(runtime::runtime& rt, asio::signal_set& signals, const notifier& notify,
+                           int verbose) {
   using namespace asio::experimental::awaitable_operators;
+  std::optional<control::server> ctl;
+  std::optional<control::metrics_server> metrics;
   auto stopped = [&](int code) -> asio::awaitable<int> {
+    notify.stopping();
+    if (ctl) ctl->stop();
+    if (metrics) metrics->stop();
     co_await rt.stop();
     co_return code;
+  };
+  auto summary = [&rt] {
+    std::string retrying;
+    for (auto* p : rt.down()) retrying += (retrying.empty() ? "; retrying " : ", ") + p->name();
+    return fmt::format(
+        "{}/{} profiles up, TCP on port {}{}{}", rt.up(), rt.enabled(), rt.tcp_port(),
+        rt.dns_port() ? ", DNS on port " + std::to_string(*rt.dns_port()) : "", retrying);
+  };
+  // Every reload, from SIGHUP or the control socket, tells systemd it is reloading.
+  auto apply = [&](std::filesystem::path file) -> asio::awaitable<runtime::runtime::reload_result> {
+    notify.reloading();
+    auto r = co_await rt.reload(std::move(file));
+    if (r.code == 0) set_log_level(rt.config().log_level, verbose);
+    notify.ready(summary());
+    co_return r;
   };
   int failed = 0;
   try {
@@ -186,7 +259,36 @@ asio::awaitable<int> serve(runtime::runtime& rt, asio::signal_set& signals) {
     failed = ex_oserr;
   }
   if (failed) co_return co_await stopped(failed);
+  try {
+    ctl.emplace(co_await asio::this_coro::executor, rt.config().control_socket,
+                control::handlers{[&rt] { return rt.status(); },
+                                  [&](std::string file) -> asio::awaitable<control::reply> {
+                                    auto r = co_await apply(std::filesystem::path(file));
+                                    co_return control::reply{r.code, r.message + "\n"};
+                                  }});
+    ctl->start();
+  } catch (const std::system_error& e) {
+    spdlog::error("control socket {}: {}", rt.config().control_socket,
+                  e.code() == std::errc::address_in_use
+                      ? "another tprosshy answers there (set control.socket to run two)"
+                      : e.what());
+    failed = ex_oserr;
+  }
+  if (failed) co_return co_await stopped(failed);
+  if (const auto& m = rt.config().metrics_listen) {
+    try {
+      metrics.emplace(co_await asio::this_coro::executor,
+                      asio::ip::tcp::endpoint(m->address, *m->port),
+                      [&rt] { return control::render_prometheus(rt.status()); });
+      metrics->start();
+    } catch (const boost::system::system_error& e) {
+      spdlog::error("cannot listen for metrics on {}: {}", m->to_string(), e.code().message());
+      failed = ex_oserr;
+    }
+  }
+  if (failed) co_return co_await stopped(failed);
   rt.start();
+  notify.status("starting: connecting to the ssh servers");
 
   // SIGHUP reloads (once ready: one that comes earlier is kept for then); SIGINT and
   // SIGTERM stop.
@@ -206,9 +308,9 @@ asio::awaitable<int> serve(runtime::runtime& rt, asio::signal_set& signals) {
     for (;;)
       if (const int sig = co_await signal(); sig != SIGHUP) co_return sig;
   };
-  auto reload = [&rt]() -> asio::awaitable<void> {
+  auto reload = [&]() -> asio::awaitable<void> {
     spdlog::info("SIGHUP: reloading {}", rt.config().file.string());
-    co_await rt.reload(rt.config().file);
+    co_await apply(rt.config().file);
   };
   if ((co_await (rt.first_verdicts() || stop_signal())).index() == 1)
     co_return co_await stopped(ex_ok);
@@ -229,10 +331,8 @@ asio::awaitable<int> serve(runtime::runtime& rt, asio::signal_set& signals) {
     failed = e.code().value() == EPERM ? ex_noperm : ex_oserr;
   }
   if (failed) co_return co_await stopped(failed);
-  std::string retrying;
-  for (auto* p : rt.down()) retrying += (retrying.empty() ? "; retrying " : ", ") + p->name();
-  spdlog::info("ready: {}/{} profiles up, TCP on port {}{}{}", rt.up(), rt.enabled(), rt.tcp_port(),
-               rt.dns_port() ? ", DNS on port " + std::to_string(*rt.dns_port()) : "", retrying);
+  spdlog::info("ready: {}", summary());
+  notify.ready("ready: " + summary());
   if (reload_pending) asio::co_spawn(co_await asio::this_coro::executor, reload(), asio::detached);
   while (co_await signal() == SIGHUP)
     asio::co_spawn(co_await asio::this_coro::executor, reload(), asio::detached);
@@ -264,8 +364,16 @@ int run(const cli& c) {
   asio::signal_set signals(io, SIGINT, SIGTERM, SIGHUP);
   unblock_signals();
   runtime::runtime rt(io.get_executor(), std::move(cfg), *nl);
+  const auto notify = notifier::from_environment();
+  auto supervised = [&]() -> asio::awaitable<int> {
+    using namespace asio::experimental::awaitable_operators;
+    if (!notify.watchdog_interval()) co_return co_await serve(rt, signals, notify, c.verbose);
+    // The watchdog pings until the run ends (with an interval, it never ends by itself).
+    auto r = co_await (serve(rt, signals, notify, c.verbose) || notify.watchdog());
+    co_return r.index() == 0 ? std::get<0>(r) : ex_software;
+  };
   int code = ex_software;
-  asio::co_spawn(io, serve(rt, signals), [&](std::exception_ptr e, int rc) {
+  asio::co_spawn(io, supervised(), [&](std::exception_ptr e, int rc) {
     if (e) {
       try {
         std::rethrow_exception(e);
@@ -290,7 +398,16 @@ int main(int argc, char** argv) {
   auto c = parse_cli(argc, argv, code);
   if (!c) return code;
   try {
-    return c->check ? check(*c) : run(*c);
+    switch (c->what) {
+      case verb::check:
+        return check(*c);
+      case verb::reload:
+      case verb::status:
+        return ask(*c);
+      case verb::run:
+        break;
+    }
+    return run(*c);
   } catch (const config::error& e) {
     std::cerr << e.what() << "\n";
     return ex_config;

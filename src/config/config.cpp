@@ -495,7 +495,36 @@ struct builder {
       profile p;
       p.name = e.key;
       p.where = e.key_at;
-      p.host = child(&pn, "host")->text;
+      if (const node* h = child(&pn, "host"); h->type == kind::list) {
+        for (auto& it : items_of(&pn, path, "host")) p.hosts.push_back(it.value->text);
+      } else {
+        p.hosts.push_back(h->text);
+      }
+      if (p.hosts.empty()) continue;  // the schema said why
+      p.host = p.hosts.front();
+      const node* timeout_at = nullptr;
+      for (const node* map : {&pn}) {
+        if (const node* n = child(map, "pool")) p.pool = static_cast<unsigned>(n->number);
+        const node* h = child(map, "health");
+        if (const node* n = child(h, "interval")) p.health.interval = to_duration(n->text);
+        if (const node* n = child(h, "timeout")) {
+          p.health.timeout = to_duration(n->text);
+          timeout_at = n;
+        }
+        if (const node* n = child(h, "probe"); n && n->text != "auto") {
+          auto e = parse_endpoint(n->text);
+          if (!e || !e->port || *e->port == 0)
+            report(n->at, join(join(path, "health"), "probe"),
+                   "'" + n->text + "' is not auto or HOST:PORT (10.20.0.1:443, [fd00::1]:443)");
+          else
+            p.health.probe = e;
+        }
+      }
+      if (p.health.timeout >= p.health.interval)
+        report(timeout_at ? timeout_at->at : e.key_at, join(join(path, "health"), "timeout"),
+               std::to_string(p.health.timeout.count()) +
+                   " ms must be shorter than the interval (" +
+                   std::to_string(p.health.interval.count()) + " ms)");
       // As ssh reads them: the profile's own, then those of defaults. An entry the schema
       // rejected (a number, say) still stands where it is, so the others read as written.
       std::vector<item> args;
@@ -606,6 +635,19 @@ config load_tree(const fs::path& file, node& root) {
 config load(const fs::path& file) {
   node root;
   return detail::load_tree(file, root);
+}
+
+fs::path control_socket_of(const fs::path& file) {
+  node root;
+  try {
+    return detail::load_tree(file, root).control_socket;
+  } catch (const std::exception&) {
+    // What was read before the mistake still says where the running process listens.
+  }
+  if (const node* c = root.find("control"); c && c->type == kind::map)
+    if (const node* s = c->find("socket"); s && s->type == kind::string && !s->text.empty())
+      return s->text;
+  return config{}.control_socket;
 }
 
 }  // namespace tprosshy::config

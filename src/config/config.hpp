@@ -59,6 +59,7 @@ struct endpoint {
   net::address address;
   std::optional<uint16_t> port;
   std::string to_string() const;  // same forms as parsed, IPv6 bracketed when a port is given
+  friend bool operator==(const endpoint&, const endpoint&) = default;
 };
 std::optional<endpoint> parse_endpoint(std::string_view text);
 
@@ -72,9 +73,19 @@ struct dns_rules {
   bool learn_routes = true;
 };
 
+struct health_rules {
+  std::chrono::milliseconds interval{5000};
+  std::chrono::milliseconds timeout{3000};
+  std::optional<endpoint> probe;  // none: auto (the server's own ssh port, any answer counts)
+  friend bool operator==(const health_rules&, const health_rules&) = default;
+};
+
 struct profile {
   std::string name;
-  std::string host;                   // ssh destination, expanded
+  std::string host;                // ssh destination, expanded: the first of `hosts`
+  std::vector<std::string> hosts;  // in failover order; hosts[0] == host
+  unsigned pool = 1;               // ssh connections per host
+  health_rules health;
   std::vector<std::string> ssh_args;  // the profile's own, then those of `defaults`
   std::vector<net::prefix> subnets;
   std::vector<net::prefix> exclude;
@@ -152,5 +163,10 @@ config load(const std::filesystem::path& file);
 // config, as long as no value holds "${" or starts with "~/" once expanded (it would be
 // expanded again). Throws what load() throws.
 std::string effective_yaml(const std::filesystem::path& file);
+
+// Where the tprosshy running with `file` listens for control requests: its control.socket,
+// also when the file is otherwise invalid (so that `reload` can send it and have the
+// errors reported); the default when it cannot be read at all.
+std::filesystem::path control_socket_of(const std::filesystem::path& file);
 
 }  // namespace tprosshy::config

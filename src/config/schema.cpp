@@ -16,11 +16,11 @@ const std::set<std::string> annotations = {
     "$schema", "$id",      "$comment", "title",      "description",
     "default", "examples", "x-hint",   "deprecated", "markdownDescription"};
 const std::set<std::string> assertions = {
-    "type",          "enum",        "properties",    "additionalProperties",
-    "propertyNames", "required",    "minProperties", "items",
-    "minItems",      "uniqueItems", "pattern",       "minLength",
-    "maxLength",     "minimum",     "maximum",       "$ref",
-    "$defs"};
+    "type",          "enum",      "properties",    "additionalProperties",
+    "propertyNames", "required",  "minProperties", "items",
+    "minItems",      "maxItems",  "uniqueItems",   "pattern",
+    "minLength",     "maxLength", "minimum",       "maximum",
+    "$ref",          "$defs"};
 
 std::string type_name(const std::string& t) {
   if (t == "object") return "a map";
@@ -307,6 +307,9 @@ bool schema::check(const node& s, const node& v, const std::string& path, const 
       return bad(v.at, path,
                  min->number == 1 ? "must list at least one item"
                                   : "must list at least " + min->text + " items");
+    if (auto* max = s.find("maxItems"); max && v.items.size() > max->number)
+      return bad(v.at, path,
+                 "lists " + std::to_string(v.items.size()) + " items; at most " + max->text);
     if (auto* items = s.find("items"))
       for (std::size_t i = 0; i < v.items.size(); ++i)
         check(*items, v.items[i], join(path, i), nullptr, opts);

@@ -10,6 +10,23 @@
 
 namespace tprosshy::control {
 
+// One ssh of a profile (a host, a member of its pool).
+struct tunnel_status {
+  std::string host;
+  unsigned member = 0;  // 1-based within the host's pool
+  std::string state;    // "up", "starting", "down", "unhealthy", "draining"
+  int ssh_pid = 0;
+  std::string control_path;
+  std::uint64_t flows_active = 0;
+  std::optional<double> probe_ms;  // the last probe's latency
+  std::string probe_failure;       // why the last failed probe failed
+  // Probe latencies as a histogram: counts of observations <= each bound (seconds).
+  std::vector<double> probe_bounds;
+  std::vector<std::uint64_t> probe_buckets;
+  std::uint64_t probe_count = 0;
+  double probe_sum = 0;
+};
+
 struct profile_status {
   std::string name;
   std::string state;  // "up", "starting", "down", "draining"
@@ -27,6 +44,9 @@ struct profile_status {
   std::uint64_t bytes_down = 0;
   std::map<std::string, std::uint64_t> dns_queries;  // by rcode name ("NOERROR", "SERVFAIL", ...)
   std::uint64_t learned_routes = 0;                  // addresses routed from DNS answers now
+  std::string serving_host;                          // where new flows go; "" while none
+  std::uint64_t failovers = 0;                       // new flows moved to another host
+  std::vector<tunnel_status> tunnels;                // draining ones last
 };
 
 struct status {

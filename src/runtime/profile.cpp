@@ -2,10 +2,12 @@
 
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
 #include <boost/asio/experimental/awaitable_operators.hpp>
+#include <boost/asio/experimental/channel.hpp>
 #include <boost/asio/generic/stream_protocol.hpp>
 #include <boost/asio/this_coro.hpp>
 #include <boost/asio/use_awaitable.hpp>
@@ -19,7 +21,41 @@ namespace tprosshy::runtime {
 namespace asio = boost::asio;
 using asio::as_tuple;
 using asio::use_awaitable;
+using boost::system::error_code;
 using tcp = asio::ip::tcp;
+using namespace std::chrono_literals;
+
+namespace {
+
+// An earlier host takes new flows back only after it has been healthy this long, so a host
+// that flaps does not drag the flows with it.
+constexpr auto failback_after = 30s;
+// Pool members of one host start this far apart, so sshd's MaxStartups is not tripped;
+// backup hosts start behind the first, which usually wins the race to serve.
+constexpr auto member_stagger = 200ms;
+constexpr auto backup_delay = 500ms;
+
+// Each query on the least busy of a pool's DNS connections.
+class pooled_upstream : public dns::upstream {
+ public:
+  explicit pooled_upstream(std::vector<std::shared_ptr<dns::tcp_upstream>> each)
+      : each_(std::move(each)) {}
+  asio::awaitable<std::optional<dns::bytes>> query(dns::bytes q) override {
+    auto best = *std::min_element(each_.begin(), each_.end(),
+                                  [](auto& a, auto& b) { return a->in_flight() < b->in_flight(); });
+    co_return co_await best->query(std::move(q));
+  }
+
+ private:
+  std::vector<std::shared_ptr<dns::tcp_upstream>> each_;
+};
+
+asio::awaitable<void> sleep_for(std::chrono::steady_clock::duration d) {
+  asio::steady_timer t(co_await asio::this_coro::executor, d);
+  co_await t.async_wait(as_tuple(use_awaitable));
+}
+
+}  // namespace
 
 profile::profile(asio::any_io_executor ex, config::profile settings, std::string control_path,
                  observer on_event, std::shared_ptr<counters> totals)
@@ -27,31 +63,66 @@ profile::profile(asio::any_io_executor ex, config::profile settings, std::string
       settings_(std::move(settings)),
       control_path_(std::move(control_path)),
       on_event_(std::move(on_event)),
-      retry_(ex_),
       drained_(ex_, asio::steady_timer::time_point::max()),
       stats_(totals ? std::move(totals) : std::make_shared<counters>()) {
+  if (settings_.hosts.empty()) settings_.hosts.push_back(settings_.host);
+  for (std::size_t h = 0; h < settings_.hosts.size(); ++h)
+    for (std::size_t m = 0; m < std::max(1u, settings_.pool); ++m) members_.push_back({h, m});
+  located_.assign(settings_.hosts.size(), false);
+  for (std::size_t h = 0; h < settings_.hosts.size(); ++h)
+    retry_.push_back(std::make_unique<asio::steady_timer>(ex_));
+  failed_once_.assign(settings_.hosts.size(), false);
   if (settings_.dns.nameserver != "auto")
     if (auto e = config::parse_endpoint(settings_.dns.nameserver))
       nameserver_ = tcp::endpoint(e->address, e->port.value_or(53));
   make_dns();
 }
 
+profile::~profile() {
+  *alive_ = false;
+  stop();
+}
+
+std::string profile::member_name(const member& m) const {
+  if (members_.size() == 1) return settings_.name;
+  return settings_.name + " " + settings_.hosts[m.host] +
+         (settings_.pool > 1 ? "#" + std::to_string(m.index + 1) : "");
+}
+
 void profile::make_dns() {
   if (dns_ || !settings_.enabled || settings_.dns.domains.empty()) return;
-  // One pipelined DNS-over-TCP connection at a time, each a channel through the master.
-  dns_ = std::make_shared<dns::tcp_upstream>(
-      ex_, [this, alive = alive_]() -> asio::awaitable<dns::link> {
-        auto t = *alive ? serving() : nullptr;
-        if (!t) throw std::runtime_error("tunnel is down");
-        const auto ns = co_await nameserver(t);
-        auto s = co_await t->open(ns);
-        co_return dns::link{asio::generic::stream_protocol::socket(std::move(s.data)),
-                            std::make_shared<tunnel::mux::socket>(std::move(s.control))};
-      });
+  // One pipelined DNS-over-TCP connection per pool member, each a channel through the
+  // serving host's `slot`-th master while it serves (another one of it while not).
+  auto connection = [this, alive = alive_](std::size_t slot) {
+    return [this, alive, slot]() -> asio::awaitable<dns::link> {
+      std::shared_ptr<tunnel::tunnel> t;
+      if (*alive) {
+        t = serving();
+        const auto host = serving_host_.value_or(0);
+        for (auto& m : members_)
+          if (m.host == host && m.index == slot && m.tunnel && m.tunnel->up()) t = m.tunnel;
+      }
+      if (!t) throw std::runtime_error("tunnel is down");
+      const auto ns = co_await nameserver(t);
+      auto s = co_await t->open(ns);
+      co_return dns::link{asio::generic::stream_protocol::socket(std::move(s.data)),
+                          std::make_shared<tunnel::mux::socket>(std::move(s.control))};
+    };
+  };
+  const std::size_t pool = std::max(1u, settings_.pool);
+  if (pool == 1) {
+    dns_ = std::make_shared<dns::tcp_upstream>(ex_, connection(0));
+    return;
+  }
+  std::vector<std::shared_ptr<dns::tcp_upstream>> each;
+  for (std::size_t i = 0; i < pool; ++i)
+    each.push_back(std::make_shared<dns::tcp_upstream>(ex_, connection(i)));
+  dns_ = std::make_shared<pooled_upstream>(std::move(each));
 }
 
 bool profile::same_connection(const config::profile& other) const {
-  return settings_.host == other.host && settings_.ssh_args == other.ssh_args;
+  return settings_.hosts == other.hosts && settings_.ssh_args == other.ssh_args &&
+         settings_.pool == other.pool && settings_.health == other.health;
 }
 
 void profile::update(config::profile settings) {
@@ -68,19 +139,22 @@ void profile::update(config::profile settings) {
 
 asio::awaitable<void> profile::locate(std::chrono::milliseconds limit) {
   using namespace asio::experimental::awaitable_operators;
-  auto find = [this]() -> asio::awaitable<std::optional<std::vector<tcp::endpoint>>> {
-    try {
-      co_return co_await tunnel::server_endpoints(settings_.ssh_args, settings_.host);
-    } catch (const std::exception& e) {
-      last_error_ = e.what();
-      co_return std::nullopt;
-    }
-  };
-  asio::steady_timer t(ex_, limit);
-  auto r = co_await (find() || t.async_wait(as_tuple(use_awaitable)));
-  if (r.index() != 0 || !std::get<0>(r)) co_return;
-  for (auto& ep : *std::get<0>(r)) bypass_.push_back({ep.address(), ep.port(), settings_.name});
-  located_ = true;
+  for (std::size_t h = 0; h < settings_.hosts.size(); ++h) {
+    if (located_[h]) continue;
+    auto find = [&]() -> asio::awaitable<std::optional<std::vector<tcp::endpoint>>> {
+      try {
+        co_return co_await tunnel::server_endpoints(settings_.ssh_args, settings_.hosts[h]);
+      } catch (const std::exception& e) {
+        last_error_ = e.what();
+        co_return std::nullopt;
+      }
+    };
+    asio::steady_timer t(ex_, limit);
+    auto r = co_await (find() || t.async_wait(as_tuple(use_awaitable)));
+    if (r.index() != 0 || !std::get<0>(r)) continue;
+    for (auto& ep : *std::get<0>(r)) bypass_.push_back({ep.address(), ep.port(), settings_.name});
+    located_[h] = true;
+  }
 }
 
 asio::awaitable<void> profile::drain(std::chrono::milliseconds limit,
@@ -94,8 +168,8 @@ asio::awaitable<void> profile::drain(std::chrono::milliseconds limit,
   while (!done_draining() && std::chrono::steady_clock::now() < deadline) {
     if (!told && flows() > 0) {
       told = true;
-      spdlog::info("[{}] draining {} flows on ssh pid {} (at most {} s)", settings_.name, flows(),
-                   ssh_pid(), limit.count() / 1000);
+      spdlog::info("[{}] draining {} flows on its old ssh (at most {} s)", settings_.name, flows(),
+                   limit.count() / 1000);
     }
     drained_.expires_at(deadline);
     co_await drained_.async_wait(as_tuple(use_awaitable));
@@ -107,13 +181,9 @@ asio::awaitable<void> profile::drain(std::chrono::milliseconds limit,
 }
 
 bool profile::done_draining() const {
+  // Until its successor serves, it carries new flows of its name too, if it can.
   auto next = successor_.lock();
-  return flows() == 0 && (!next || next->up() || next->stopped());
-}
-
-profile::~profile() {
-  *alive_ = false;
-  stop();
+  return flows() == 0 && (!next || next->up() || next->stopped() || !up());
 }
 
 void profile::notify(event e) {
@@ -122,64 +192,115 @@ void profile::notify(event e) {
 
 asio::awaitable<void> profile::run() {
   auto alive = alive_;
-  tunnel::options o;
-  o.profile = settings_.name;
-  o.destination = settings_.host;
-  o.ssh_args = settings_.ssh_args;
-  o.control_path = control_path_;
-  // Where ssh connects is asked of ssh itself; a failure (no DNS yet at boot, a broken
-  // ssh_config) is retried like a failed ssh.
-  std::mt19937 rng(std::random_device{}());
-  auto delay = o.backoff_min;
-  while (!stopping_ && !located_) {
-    try {
-      for (auto& ep : co_await tunnel::server_endpoints(settings_.ssh_args, settings_.host))
-        bypass_.push_back({ep.address(), ep.port(), settings_.name});
-      break;
-    } catch (const std::exception& e) {
-      last_error_ = e.what();
-    }
-    std::uniform_real_distribution<double> jitter(0.8, 1.2);
-    const auto wait = std::chrono::milliseconds(static_cast<long>(delay.count() * jitter(rng)));
-    spdlog::warn("[{}] cannot find its ssh server: {}; retrying in {:.1f} s", settings_.name,
-                 last_error_, wait.count() / 1000.0);
-    if (!decided_) {
-      decided_ = true;
-      notify(event::down);
-    }
-    retry_.expires_after(wait);
-    co_await retry_.async_wait(as_tuple(use_awaitable));
-    if (!*alive) co_return;
-    delay = std::min(delay * 2, o.backoff_max);
-  }
-  if (!stopping_) {
-    notify(event::bypass);
-    tunnel_ = std::make_shared<tunnel::tunnel>(
-        ex_, o, [this](tunnel::state s, const std::string& why) { on_tunnel(s, why); });
-    auto t = tunnel_;
-    co_await t->run();
-    if (!*alive) co_return;
-  }
+  asio::experimental::channel<void(error_code)> ended(ex_, settings_.hosts.size());
+  for (std::size_t h = 0; h < settings_.hosts.size(); ++h)
+    asio::co_spawn(ex_, run_host(h),
+                   [&ended](std::exception_ptr) { ended.try_send(error_code{}); });
+  for (std::size_t h = 0; h < settings_.hosts.size(); ++h)
+    co_await ended.async_receive(as_tuple(use_awaitable));
+  if (!*alive) co_return;
   ended_ = true;
 }
 
-void profile::on_tunnel(tunnel::state s, const std::string& why) {
+asio::awaitable<bool> profile::find_host(std::size_t host) {
+  // Where ssh connects is asked of ssh itself; a failure (no DNS yet at boot, a broken
+  // ssh_config) is retried like a failed ssh.
+  auto alive = alive_;
+  const tunnel::options defaults;
+  std::mt19937 rng(std::random_device{}());
+  auto delay = defaults.backoff_min;
+  while (!stopping_) {
+    std::string why;
+    try {
+      for (auto& ep : co_await tunnel::server_endpoints(settings_.ssh_args, settings_.hosts[host]))
+        bypass_.push_back({ep.address(), ep.port(), settings_.name});
+      located_[host] = true;
+      co_return true;
+    } catch (const std::exception& e) {
+      why = e.what();
+    }
+    if (!*alive) co_return false;
+    last_error_ = why;
+    std::uniform_real_distribution<double> jitter(0.8, 1.2);
+    const auto pause = std::chrono::milliseconds(static_cast<long>(delay.count() * jitter(rng)));
+    spdlog::warn("[{}] cannot find its ssh server{}: {}; retrying in {:.1f} s", settings_.name,
+                 settings_.hosts.size() > 1 ? " " + settings_.hosts[host] : "", why,
+                 pause.count() / 1000.0);
+    failed_once_[host] = true;
+    if (!decided_ &&
+        std::all_of(failed_once_.begin(), failed_once_.end(), [](bool b) { return b; })) {
+      decided_ = true;
+      notify(event::down);
+    }
+    retry_[host]->expires_after(pause);
+    co_await retry_[host]->async_wait(as_tuple(use_awaitable));
+    if (!*alive) co_return false;
+    delay = std::min(delay * 2, defaults.backoff_max);
+  }
+  co_return false;
+}
+
+asio::awaitable<void> profile::run_host(std::size_t host) {
+  auto alive = alive_;
+  if (!located_[host] && !co_await find_host(host)) co_return;
+  if (!*alive || stopping_) co_return;
+  notify(event::bypass);
+  std::vector<std::size_t> mine;
+  for (std::size_t k = 0; k < members_.size(); ++k)
+    if (members_[k].host == host) mine.push_back(k);
+  asio::experimental::channel<void(error_code)> ended(ex_, mine.size());
+  for (std::size_t k : mine) {
+    auto& m = members_[k];
+    tunnel::options o;
+    o.profile = member_name(m);
+    o.destination = settings_.hosts[host];
+    o.ssh_args = settings_.ssh_args;
+    o.control_path = members_.size() == 1 ? control_path_
+                                          : control_path_ + "." + std::to_string(host) + "." +
+                                                std::to_string(m.index);
+    if (settings_.health.probe) {
+      o.probe = tcp::endpoint(settings_.health.probe->address, *settings_.health.probe->port);
+      o.probe_must_open = true;
+    }
+    o.probe_interval = settings_.health.interval;
+    o.probe_timeout = settings_.health.timeout;
+    m.tunnel = std::make_shared<tunnel::tunnel>(
+        ex_, o, [this, k](tunnel::state s, const std::string& why) { on_tunnel(k, s, why); });
+    const auto start = (host == 0 ? 0ms : std::chrono::milliseconds(backup_delay)) +
+                       m.index * std::chrono::milliseconds(member_stagger);
+    asio::co_spawn(
+        ex_,
+        [t = m.tunnel, start]() -> asio::awaitable<void> {
+          if (start > 0ms) co_await sleep_for(start);
+          co_await t->run();
+        },
+        [&ended](std::exception_ptr) { ended.try_send(error_code{}); });
+  }
+  for (std::size_t i = 0; i < mine.size(); ++i)
+    co_await ended.async_receive(as_tuple(use_awaitable));
+}
+
+void profile::on_tunnel(std::size_t k, tunnel::state s, const std::string& why) {
+  auto& m = members_[k];
   if (s == tunnel::state::up) {
     last_error_.clear();
-    was_up_ = true;
+    m.was_up = true;
+    m.up_since = std::chrono::system_clock::now();
     decided_ = true;
-    up_since_ = std::chrono::system_clock::now();
-    spdlog::info("[{}] tunnel up (ssh pid {})", settings_.name, tunnel_->pid());
+    spdlog::info("[{}] tunnel up (ssh pid {})", member_name(m), m.tunnel->pid());
     if (dns_ && !nameserver_ && !reading_)
-      asio::co_spawn(ex_, read_nameserver(tunnel_), asio::detached);
+      asio::co_spawn(ex_, read_nameserver(m.tunnel), asio::detached);
     notify(event::up);
   } else if (s == tunnel::state::down) {
     last_error_ = why.empty() ? "ssh exited" : why;
-    up_since_.reset();
-    if (was_up_) ++stats_->restarts;
-    was_up_ = false;
-    spdlog::warn("[{}] tunnel down: {}", settings_.name, last_error_);
-    decided_ = true;
+    m.up_since.reset();
+    if (m.was_up) ++stats_->restarts;
+    m.was_up = false;
+    spdlog::warn("[{}] tunnel down: {}", member_name(m), last_error_);
+    failed_once_[m.host] = true;
+    if (!decided_ &&
+        std::all_of(failed_once_.begin(), failed_once_.end(), [](bool b) { return b; }))
+      decided_ = true;
     notify(event::down);
   }
 }
@@ -217,30 +338,86 @@ asio::awaitable<void> profile::read_nameserver(std::shared_ptr<tunnel::tunnel> t
 void profile::stop() {
   if (stopping_) return;
   stopping_ = true;
-  retry_.cancel();
+  for (auto& t : retry_) t->cancel();
   drained_.cancel();
-  if (tunnel_)
-    tunnel_->stop();
-  else
-    ended_ = true;
+  bool any = false;
+  for (auto& m : members_)
+    if (m.tunnel) {
+      m.tunnel->stop();
+      any = true;
+    }
+  if (!any) ended_ = true;
+}
+
+bool profile::host_up(std::size_t host) const {
+  return std::any_of(members_.begin(), members_.end(),
+                     [&](auto& m) { return m.host == host && m.tunnel && m.tunnel->up(); });
 }
 
 std::shared_ptr<tunnel::tunnel> profile::serving() const {
-  return tunnel_ && tunnel_->up() ? tunnel_ : nullptr;
+  for (auto& m : members_)
+    if (m.tunnel && m.tunnel->up()) return m.tunnel;
+  return nullptr;
 }
 
-std::shared_ptr<tunnel::tunnel> profile::carrier() const {
-  if (auto t = serving()) return t;
-  auto p = predecessor_.lock();
-  return p ? p->serving() : nullptr;
+std::shared_ptr<tunnel::tunnel> profile::carrier() {
+  const auto now = std::chrono::steady_clock::now();
+  std::optional<std::size_t> best;
+  for (std::size_t h = 0; h < settings_.hosts.size() && !best; ++h) {
+    if (!host_up(h)) continue;
+    if (serving_host_ && h < *serving_host_) {
+      auto longest = now;
+      for (auto& m : members_)
+        if (m.host == h && m.tunnel && m.tunnel->up())
+          longest = std::min(longest, m.tunnel->health().healthy_since.value_or(now));
+      if (now - longest < failback_after) continue;
+    }
+    best = h;
+  }
+  if (!best) {
+    auto p = predecessor_.lock();
+    return p ? p->serving() : nullptr;
+  }
+  if (serving_host_ != best) {
+    if (serving_host_) {
+      ++stats_->failovers;
+      spdlog::warn("[{}] new flows go to {} (was {})", settings_.name, settings_.hosts[*best],
+                   settings_.hosts[*serving_host_]);
+    }
+    serving_host_ = best;
+  }
+  const member* pick = nullptr;
+  for (auto& m : members_)
+    if (m.host == *best && m.tunnel && m.tunnel->up() &&
+        (!pick || m.tunnel->flows() < pick->tunnel->flows()))
+      pick = &m;
+  return pick->tunnel;
 }
 
 void profile::replaces(const std::shared_ptr<profile>& old) {
   // The one that carries now: `old` itself, or what it was still waiting on.
-  predecessor_ = old->serving() ? old : old->predecessor_;
+  predecessor_ = old->up() ? old : old->predecessor_;
 }
 
-std::size_t profile::flows() const { return tunnel_ ? tunnel_->flows() : 0; }
+std::size_t profile::flows() const {
+  std::size_t n = 0;
+  for (auto& m : members_)
+    if (m.tunnel) n += m.tunnel->flows();
+  return n;
+}
+
+int profile::ssh_pid() const {
+  for (auto& m : members_)
+    if (m.tunnel && m.tunnel->pid()) return m.tunnel->pid();
+  return 0;
+}
+
+std::optional<std::chrono::system_clock::time_point> profile::up_since() const {
+  std::optional<std::chrono::system_clock::time_point> first;
+  for (auto& m : members_)
+    if (m.up_since && (!first || *m.up_since < *first)) first = m.up_since;
+  return first;
+}
 
 void profile::count(const tunnel::flow_result& r) {
   if (!r.opened)

@@ -28,7 +28,17 @@ struct counters {
   std::uint64_t flows_refused = 0;  // reset before: refused, unreachable, no answer, down
   std::uint64_t bytes_up = 0, bytes_down = 0;
   std::uint64_t restarts = 0;                        // ssh exits after the tunnel had been up
+  std::uint64_t failovers = 0;                       // new flows moved to another host
   std::map<std::string, std::uint64_t> dns_answers;  // by rcode name
+};
+
+// One ssh of a profile: to hosts[host], the member-th of its pool.
+struct member {
+  std::size_t host = 0;
+  std::size_t index = 0;
+  std::shared_ptr<tunnel::tunnel> tunnel;
+  std::optional<std::chrono::system_clock::time_point> up_since;
+  bool was_up = false;
 };
 
 class profile {
@@ -36,8 +46,9 @@ class profile {
   enum class event { bypass, up, down, nameserver };
   using observer = std::function<void(profile&, event)>;
 
-  // `totals`: the counters of an earlier object of the same name (a reload that replaced
-  // it), so that a name's counters never go back; null: fresh ones.
+  // `control_path`: the stem of its tunnels' control sockets. `totals`: the counters of
+  // an earlier object of the same name (a reload that replaced it), so that a name's
+  // counters never go back; null: fresh ones.
   profile(boost::asio::any_io_executor ex, config::profile settings, std::string control_path,
           observer on_event, std::shared_ptr<counters> totals = nullptr);
   ~profile();
@@ -46,23 +57,27 @@ class profile {
 
   const std::string& name() const { return settings_.name; }
   const config::profile& settings() const { return settings_; }
-  // Whether `other` needs a new ssh: another host or other ssh arguments.
+  // Whether `other` needs new ssh processes: other hosts, ssh arguments, pool or probes.
   bool same_connection(const config::profile& other) const;
   // Takes over settings that need no new ssh (subnets, excludes, DNS rules) at once.
   void update(config::profile settings);
-  // Tries once, within `limit`, to find the ssh server, so that a profile started by a
-  // reload has its bypass rule in the reload's ruleset; run() does not ask again.
+  // Tries once, within `limit`, to find every host's ssh server, so that a profile started
+  // by a reload has its bypass rules in the reload's ruleset; run() does not ask again.
   boost::asio::awaitable<void> locate(std::chrono::milliseconds limit);
 
-  // Finds the ssh server (`ssh -G` and a lookup, retried with the tunnel's backoff until
-  // they work), then runs the tunnel, until stop(). Spawn it once.
+  // For each host: finds its ssh server (`ssh -G` and a lookup, retried with the tunnels'
+  // backoff until they work), then runs its pool of tunnels, staggered; until stop().
+  // Spawn it once.
   boost::asio::awaitable<void> run();
   void stop();
 
-  std::shared_ptr<tunnel::tunnel> serving() const;  // the tunnel while it is up, else null
-  // What new flows go to: this profile's tunnel, or, until it is up, the tunnel of the
-  // profile it replaced in a reload, so that a reload never leaves a gap.
-  std::shared_ptr<tunnel::tunnel> carrier() const;
+  // A serving tunnel of the first host that has one, else null.
+  std::shared_ptr<tunnel::tunnel> serving() const;
+  // Where a new flow goes: the serving host (the first healthy one in order; an earlier
+  // one again only after it has passed its probes for 30 s), its member with the fewest
+  // flows; until one is up, the tunnel of the profile it replaced in a reload, so that a
+  // reload never leaves a gap.
+  std::shared_ptr<tunnel::tunnel> carrier();
   void replaces(const std::shared_ptr<profile>& old);
   bool decided() const { return decided_; }  // its first start has ended, either way
   bool up() const { return serving() != nullptr; }
@@ -73,9 +88,12 @@ class profile {
   boost::asio::awaitable<void> drain(std::chrono::milliseconds limit,
                                      std::weak_ptr<profile> successor = {});
   bool draining() const { return draining_; }
-  int ssh_pid() const { return tunnel_ ? tunnel_->pid() : 0; }
+  const std::vector<member>& members() const { return members_; }
+  std::optional<std::size_t> serving_host() const { return serving_host_; }
+  std::uint64_t failovers() const { return stats_->failovers; }
+  int ssh_pid() const;  // the first member's
   const std::string& control_path() const { return control_path_; }
-  std::optional<std::chrono::system_clock::time_point> up_since() const { return up_since_; }
+  std::optional<std::chrono::system_clock::time_point> up_since() const;
   // Queries its DNS upstream answered, by rcode name.
   std::map<std::string, std::uint64_t>& dns_answers() { return stats_->dns_answers; }
   const std::vector<nft::endpoint>& bypass() const { return bypass_; }
@@ -87,8 +105,8 @@ class profile {
   // A flow ended or a profile came up: a draining profile that is done stops now.
   void poke();
 
-  // The DNS upstream for this profile's domains (null without domains), and whether its
-  // remote nameserver is being read right now.
+  // The DNS upstream for this profile's domains (null without domains): one pipelined
+  // connection per member of the serving host, each query on the least busy one.
   std::shared_ptr<dns::upstream> dns() const { return dns_; }
   bool reading_nameserver() const { return reading_; }
 
@@ -98,26 +116,32 @@ class profile {
   boost::asio::awaitable<boost::asio::ip::tcp::endpoint> nameserver(
       std::shared_ptr<tunnel::tunnel> t);
   boost::asio::awaitable<void> read_nameserver(std::shared_ptr<tunnel::tunnel> t);
-  void on_tunnel(tunnel::state s, const std::string& why);
+  boost::asio::awaitable<void> run_host(std::size_t host);
+  boost::asio::awaitable<bool> find_host(std::size_t host);
+  void on_tunnel(std::size_t member, tunnel::state s, const std::string& why);
   void notify(event e);
   void make_dns();
   bool done_draining() const;
+  bool host_up(std::size_t host) const;
+  std::string member_name(const member& m) const;
 
   boost::asio::any_io_executor ex_;
   config::profile settings_;
   std::string control_path_;
   observer on_event_;
-  boost::asio::steady_timer retry_;
-  std::shared_ptr<tunnel::tunnel> tunnel_;
-  std::vector<nft::endpoint> bypass_;
+  std::vector<std::unique_ptr<boost::asio::steady_timer>> retry_;  // by host
+  std::vector<member> members_;                                    // host by host, in pool order
+  std::vector<bool> located_;                                      // by host
+  std::vector<bool> failed_once_;            // by host: its first start failed
+  std::vector<nft::endpoint> bypass_;        // every host's ssh servers
+  std::optional<std::size_t> serving_host_;  // where new flows went last
   std::string last_error_;
-  bool decided_ = false, stopping_ = false, ended_ = false, was_up_ = false, located_ = false;
+  bool decided_ = false, stopping_ = false, ended_ = false;
   bool draining_ = false;
   boost::asio::steady_timer drained_;  // cancelled when a draining profile's last flow ends
-  std::optional<std::chrono::system_clock::time_point> up_since_;
   std::shared_ptr<counters> stats_;
   std::weak_ptr<profile> predecessor_, successor_;
-  std::shared_ptr<dns::tcp_upstream> dns_;
+  std::shared_ptr<dns::upstream> dns_;
   std::optional<boost::asio::ip::tcp::endpoint> nameserver_;
   bool reading_ = false;
   std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);

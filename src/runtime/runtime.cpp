@@ -173,11 +173,16 @@ struct runtime::impl {
     });
   }
 
-  std::shared_ptr<profile> make_profile(const config::profile& pc, const std::string& socket_name,
-                                        std::shared_ptr<counters> totals = nullptr) {
+  // Counters belong to a profile's name for the process's life: a profile replaced, or
+  // removed and added back, by reloads carries on from where its name was.
+  std::map<std::string, std::shared_ptr<counters>> totals;
+
+  std::shared_ptr<profile> make_profile(const config::profile& pc, const std::string& socket_name) {
+    auto& t = totals[pc.name];
+    if (!t) t = std::make_shared<counters>();
     return std::make_shared<profile>(
         ex, pc, dir.socket(socket_name), [this](profile& p, profile::event e) { on_event(p, e); },
-        std::move(totals));
+        t);
   }
 
   asio::awaitable<reload_result> reload(const std::filesystem::path& file);
@@ -364,8 +369,7 @@ asio::awaitable<runtime::reload_result> runtime::impl::reload(const std::filesys
       by_id.push_back(it->second);
       continue;
     }
-    auto p = make_profile(pc, pc.name + "." + std::to_string(++generation),
-                          it != profiles.end() ? it->second->totals() : nullptr);
+    auto p = make_profile(pc, pc.name + "." + std::to_string(++generation));
     added.push_back(p);
     by_id.push_back(p);
     if (it != profiles.end()) {
@@ -481,6 +485,35 @@ control::status runtime::status() const {
   }
   std::map<routing::profile_id, std::uint64_t> learned;
   for (auto& l : i.current->table.learned()) ++learned[l.profile];
+  auto tunnels = [&](const profile& p, bool draining) {
+    std::vector<control::tunnel_status> out;
+    for (auto& m : p.members()) {
+      control::tunnel_status ts;
+      ts.host = p.settings().hosts[m.host];
+      ts.member = static_cast<unsigned>(m.index + 1);
+      if (!m.tunnel) {
+        ts.state = "starting";
+      } else {
+        const auto& h = m.tunnel->health();
+        ts.state = draining                                     ? "draining"
+                   : m.tunnel->up()                             ? "up"
+                   : m.tunnel->current() == tunnel::state::up   ? "unhealthy"
+                   : m.tunnel->current() == tunnel::state::down ? "down"
+                                                                : "starting";
+        ts.ssh_pid = m.tunnel->pid();
+        ts.control_path = m.tunnel->config().control_path;
+        ts.flows_active = m.tunnel->flows();
+        if (h.last_latency) ts.probe_ms = h.last_latency->count() / 1000.0;
+        ts.probe_failure = h.last_failure;
+        ts.probe_bounds.assign(h.probes.bounds.begin(), h.probes.bounds.end());
+        ts.probe_buckets.assign(h.probes.buckets.begin(), h.probes.buckets.end());
+        ts.probe_count = h.probes.count;
+        ts.probe_sum = h.probes.sum;
+      }
+      out.push_back(std::move(ts));
+    }
+    return out;
+  };
   auto add = [&](const profile& p, std::optional<routing::profile_id> id) {
     control::profile_status ps;
     ps.name = p.name();
@@ -500,11 +533,24 @@ control::status runtime::status() const {
     ps.bytes_down = c.bytes_down;
     ps.dns_queries = c.dns_answers;
     ps.learned_routes = id ? learned[*id] : 0;
+    if (auto h = p.serving_host()) ps.serving_host = p.settings().hosts[*h];
+    ps.failovers = c.failovers;
+    ps.tunnels = tunnels(p, p.draining());
     st.profiles.push_back(std::move(ps));
   };
   for (routing::profile_id id = 0; id < i.current->by_id.size(); ++id)
     if (auto& p = i.current->by_id[id]) add(*p, id);
-  for (auto& p : i.draining) add(*p, std::nullopt);
+  // A draining profile shows under the live one of its name (names are unique), or alone.
+  for (auto& p : i.draining) {
+    auto it = std::find_if(st.profiles.begin(), st.profiles.end(),
+                           [&](auto& ps) { return ps.name == p->name(); });
+    if (it == st.profiles.end()) {
+      add(*p, std::nullopt);
+      continue;
+    }
+    it->flows_active += p->flows();
+    for (auto& t : tunnels(*p, true)) it->tunnels.push_back(std::move(t));
+  }
   return st;
 }
 

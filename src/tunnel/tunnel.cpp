@@ -95,7 +95,8 @@ struct tunnel::impl : std::enable_shared_from_this<impl> {
         on_change(std::move(f)),
         backoff(ex),
         setups(ex, opt.max_setups),
-        answered(ex, asio::steady_timer::time_point::max()) {}
+        answered(ex, asio::steady_timer::time_point::max()),
+        next_probe(ex) {}
 
   asio::any_io_executor ex;
   options opt;
@@ -113,11 +114,14 @@ struct tunnel::impl : std::enable_shared_from_this<impl> {
   // whether the master closed it in its loop (a normal end) or freed it on its way out
   // (after its loop, where it answers nothing more); an alive check sent after the end and
   // answered tells the two apart.
-  std::optional<mux::socket> health;
-  std::uint64_t generation = 0;  // one per health connection: checks never span two
+  std::optional<mux::socket> master;
+  std::uint64_t generation = 0;  // one per master connection: checks never span two
   std::uint32_t checks_sent = 0, checks_answered = 0;
   bool check_in_flight = false, check_again = false;
-  asio::steady_timer answered;  // cancelled at every answer and when `health` closes
+  asio::steady_timer answered;  // cancelled at every answer and when `master` closes
+
+  struct health health;
+  asio::steady_timer next_probe;  // cancelled to probe now, and when `master` closes
 
   void set(state s, const std::string& why = {}) {
     st = s;
@@ -177,14 +181,14 @@ struct tunnel::impl : std::enable_shared_from_this<impl> {
   void send_check() {
     check_in_flight = true;
     auto packet = std::make_shared<mux::bytes>(mux::encode_alive_check(++checks_sent));
-    // A failed write shows up as the end of the connection in watch_health.
-    asio::async_write(*health, asio::buffer(*packet), [packet](error_code, std::size_t) {});
+    // A failed write shows up as the end of the connection in watch_master.
+    asio::async_write(*master, asio::buffer(*packet), [packet](error_code, std::size_t) {});
   }
 
-  asio::awaitable<void> watch_health() {
+  asio::awaitable<void> watch_master() {
     for (;;) {
       try {
-        const auto m = co_await mux::read(*health);
+        const auto m = co_await mux::read(*master);
         if (m.type != mux::alive) continue;
         checks_answered = m.id;
         check_in_flight = false;
@@ -198,9 +202,11 @@ struct tunnel::impl : std::enable_shared_from_this<impl> {
       }
     }
     error_code ignored;
-    health->close(ignored);
-    health.reset();
+    master->close(ignored);
+    master.reset();
     answered.cancel();
+    next_probe.cancel();
+    health.healthy = false;
     // The master is unusable; make sure the process goes too.
     if (proc) proc->request_exit(ignored);
   }
@@ -208,7 +214,7 @@ struct tunnel::impl : std::enable_shared_from_this<impl> {
   // After a channel's end: true if the master answers an alive check sent now, so it
   // closed the channel as a normal end rather than on its way out.
   asio::awaitable<bool> ended_normally() {
-    if (!health) co_return false;
+    if (!master) co_return false;
     const auto gen = generation;
     const auto need = checks_sent + 1;
     if (check_in_flight)
@@ -216,12 +222,12 @@ struct tunnel::impl : std::enable_shared_from_this<impl> {
     else
       send_check();
     asio::steady_timer limit(ex, 10s);
-    while (health && generation == gen && checks_answered < need) {
+    while (master && generation == gen && checks_answered < need) {
       auto r = co_await (answered.async_wait(as_tuple(use_awaitable)) ||
                          limit.async_wait(as_tuple(use_awaitable)));
       if (r.index() == 1) co_return false;
     }
-    co_return health&& generation == gen&& checks_answered >= need;
+    co_return master&& generation == gen&& checks_answered >= need;
   }
 
   // Asks the master for a channel to `dst` relaying `fd`: the control socket on success,
@@ -229,8 +235,16 @@ struct tunnel::impl : std::enable_shared_from_this<impl> {
   struct channel {
     std::optional<mux::socket> control;
     std::string why;
+    bool answered = false;  // the master replied, opened or not
   };
   asio::awaitable<channel> open_channel(const tcp::endpoint& dst, int fd) {
+    auto c = co_await open_channel(dst, fd, opt.setup_timeout);
+    // ssh not answering a setup in time is a sign of a hung ssh or path: ask now.
+    if (!c.answered && c.why.starts_with("no answer")) next_probe.cancel();
+    co_return c;
+  }
+  asio::awaitable<channel> open_channel(const tcp::endpoint& dst, int fd,
+                                        std::chrono::milliseconds timeout) {
     auto attempt = [&]() -> asio::awaitable<channel> {
       try {
         std::optional<mux::socket> s;
@@ -238,7 +252,7 @@ struct tunnel::impl : std::enable_shared_from_this<impl> {
           // The slot covers only the wait for the master's accept (its hello): channels
           // being opened do not count against its accept queue.
           auto slot = co_await setups.enter();
-          if (!health) co_return channel{{}, "the tunnel is down"};
+          if (!master) co_return channel{{}, "the tunnel is down"};
           s.emplace(co_await mux::open(
               opt.control_path,
               concat(mux::encode_hello(),
@@ -248,18 +262,90 @@ struct tunnel::impl : std::enable_shared_from_this<impl> {
           co_await mux::expect_hello(*s);
         }
         const auto m = co_await mux::read(*s);
-        if (m.type == mux::session_opened) co_return channel{std::move(s), {}};
+        if (m.type == mux::session_opened) co_return channel{std::move(s), {}, true};
         if (m.type == mux::failure || m.type == mux::permission_denied)
-          co_return channel{{}, "ssh: " + m.text};
+          co_return channel{{}, "ssh: " + m.text, true};
         co_return channel{{}, "unexpected reply from the ssh master"};
       } catch (const std::exception& e) {
         co_return channel{{}, e.what()};
       }
     };
-    auto r = co_await (attempt() || sleep_for(opt.setup_timeout));
+    auto r = co_await (attempt() || sleep_for(timeout));
     if (r.index() == 1)
-      co_return channel{{}, "no answer from ssh within " + seconds(opt.setup_timeout)};
+      co_return channel{
+          {},
+          "no answer from ssh within " +
+              (timeout < 10s ? std::to_string(timeout.count()) + " ms" : seconds(timeout))};
     co_return std::move(std::get<0>(r));
+  }
+
+  // One probe: a channel through the master to opt.probe, closed at once. Empty: passed.
+  asio::awaitable<std::string> probe_once() {
+    int sv[2];
+    if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0)
+      co_return std::string("socketpair: ") + std::strerror(errno);
+    net::unique_fd ours(sv[0]), theirs(sv[1]);
+    const auto started = std::chrono::steady_clock::now();
+    auto c = co_await open_channel(opt.probe, theirs.get(), opt.probe_timeout);
+    if (c.answered) {
+      const auto took = std::chrono::steady_clock::now() - started;
+      health.last_latency = std::chrono::duration_cast<std::chrono::microseconds>(took);
+      health.probes.observe(std::chrono::duration<double>(took).count());
+    }
+    if (c.control || (c.answered && !opt.probe_must_open)) co_return std::string();
+    co_return c.why.empty() ? "no channel" : c.why;
+  }
+
+  // Probes on a fixed cadence while this master runs: the first at once (the tunnel
+  // serves only after it passes), then every interval. Two failures in a row: out of
+  // service, and ssh is restarted.
+  asio::awaitable<void> probe_loop() {
+    const auto gen = generation;
+    int failures = 0;
+    while (master && generation == gen && !stopping) {
+      const auto started = std::chrono::steady_clock::now();
+      auto why = co_await probe_once();
+      if (!master || generation != gen || stopping) co_return;
+      if (why.empty()) {
+        failures = 0;
+        if (!health.healthy) {
+          health.healthy = true;
+          health.healthy_since = std::chrono::steady_clock::now();
+          set(state::up);
+        }
+      } else {
+        health.last_failure = why;
+        spdlog::warn("[{}] probe {} failed ({} in a row): {}", opt.profile,
+                     opt.probe.address().to_string() + ":" + std::to_string(opt.probe.port()),
+                     ++failures, why);
+        if (failures >= 2) {
+          health.healthy = false;
+          health.healthy_since.reset();
+          last_error = "two probes failed: " + why;
+          spdlog::warn("[{}] out of service: restarting ssh", opt.profile);
+          kill();
+          co_return;
+        }
+      }
+      next_probe.expires_at(started + opt.probe_interval);
+      co_await next_probe.async_wait(as_tuple(use_awaitable));
+    }
+  }
+
+  // SIGTERM, then SIGKILL after the grace time: a stopped ssh ignores the first.
+  void kill() {
+    if (!proc) return;
+    error_code ignored;
+    proc->request_exit(ignored);
+    const int pid = child;
+    asio::co_spawn(
+        ex,
+        [self = shared_from_this(), pid]() -> asio::awaitable<void> {
+          co_await sleep_for(self->opt.stop_grace);
+          error_code ignored;
+          if (self->proc && self->child == pid) self->proc->terminate(ignored);
+        },
+        asio::detached);
   }
 
   // One ssh process from spawn to exit. Returns whether it ever became ready.
@@ -282,16 +368,15 @@ struct tunnel::impl : std::enable_shared_from_this<impl> {
       }
       if (auto& s = std::get<0>(r)) {
         was_ready = true;
-        health.emplace(std::move(*s));
+        master.emplace(std::move(*s));
         ++generation;
         checks_sent = checks_answered = 0;
         check_in_flight = check_again = false;
-        if (!stopping) set(state::up);
         auto exited = [&]() -> asio::awaitable<int> {
           auto [ec, code] = co_await p.async_wait(as_tuple(use_awaitable));
           co_return ec ? -1 : code;
         };
-        co_return co_await (exited() && watch_health());
+        co_return co_await (exited() && watch_master() && probe_loop());
       }
       error_code ignored;
       p.request_exit(ignored);
@@ -349,18 +434,19 @@ void tunnel::stop() {
   if (!impl_ || impl_->stopping) return;
   impl_->stopping = true;
   impl_->backoff.cancel();
-  if (!impl_->proc) return;
-  error_code ignored;
-  impl_->proc->request_exit(ignored);
-  // A stopped or hung ssh does not act on SIGTERM.
-  asio::co_spawn(
-      impl_->ex,
-      [self = impl_]() -> asio::awaitable<void> {
-        co_await sleep_for(self->opt.stop_grace);
-        error_code ignored;
-        if (self->proc) self->proc->terminate(ignored);
-      },
-      asio::detached);
+  impl_->next_probe.cancel();
+  impl_->kill();
+}
+
+bool tunnel::up() const { return impl_->st == state::up && impl_->health.healthy; }
+const health& tunnel::health() const { return impl_->health; }
+void tunnel::probe_now() { impl_->next_probe.cancel(); }
+
+void probe_histogram::observe(double seconds) {
+  for (std::size_t i = 0; i < bounds.size(); ++i)
+    if (seconds <= bounds[i]) ++buckets[i];
+  ++count;
+  sum += seconds;
 }
 
 state tunnel::current() const { return impl_->st; }
@@ -379,7 +465,7 @@ asio::awaitable<flow_result> tunnel::carry(net::unique_fd client, tcp::endpoint 
   } counted{self->flows};
   // Reset by default: unless the flow ends normally, its last close is a reset.
   reset_on_close(client.get(), true);
-  if (!up() || !self->health) {
+  if (!up() || !self->master) {
     r.reset = true;
     r.why = "the tunnel is down";
     co_return r;
@@ -425,7 +511,7 @@ asio::awaitable<flow_result> tunnel::carry(net::unique_fd client, tcp::endpoint 
 
 asio::awaitable<stream> tunnel::open(tcp::endpoint dst) {
   auto self = impl_;
-  if (!up() || !self->health) throw std::runtime_error("the tunnel is down");
+  if (!up() || !self->master) throw std::runtime_error("the tunnel is down");
   int sv[2];
   if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0)
     throw std::runtime_error(std::string("socketpair: ") + std::strerror(errno));
@@ -446,7 +532,7 @@ asio::awaitable<std::string> tunnel::exec(std::string command, std::chrono::mill
   };
   auto attempt = [&]() -> asio::awaitable<outcome> {
     try {
-      if (!self->health) co_return outcome{false, "the tunnel is down"};
+      if (!self->master) co_return outcome{false, "the tunnel is down"};
       net::unique_fd devnull(::open("/dev/null", O_RDONLY | O_CLOEXEC));
       int out[2], err[2];
       if (::pipe2(out, O_CLOEXEC) != 0) throw std::runtime_error("pipe: out of descriptors");

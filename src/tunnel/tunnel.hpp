@@ -4,6 +4,7 @@
 // jittered exponential backoff whenever ssh exits. Each flow is handed to ssh itself
 // (MUX_C_NEW_STDIO_FWD with the client's descriptor), so ssh relays its bytes and no TCP
 // port is ever opened for a tunnel.
+#include <array>
 #include <boost/asio/any_io_executor.hpp>
 #include <boost/asio/awaitable.hpp>
 #include <boost/asio/ip/tcp.hpp>
@@ -13,6 +14,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -42,6 +44,32 @@ struct options {
   std::size_t max_setups = 48;
   // Open flows: OpenSSH allows 16384 channels, and each flow takes two.
   std::size_t max_flows = 8000;
+  // Active probes: a channel through this master to `probe`, every `probe_interval`
+  // (start to start). Without `probe_must_open` any answer counts (opened or refused);
+  // silence for `probe_timeout` is a failure. The tunnel serves only after a probe passed;
+  // two failures in a row take it out of service and restart its ssh.
+  tcp::endpoint probe{boost::asio::ip::make_address_v4("127.0.0.1"), 22};
+  bool probe_must_open = false;
+  std::chrono::milliseconds probe_interval{5000};
+  std::chrono::milliseconds probe_timeout{3000};
+};
+
+// Probe latencies, as a Prometheus histogram keeps them.
+struct probe_histogram {
+  static constexpr std::array<double, 12> bounds{0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
+                                                 0.1,   0.25,   0.5,   1,    2.5,   5};
+  std::array<std::uint64_t, bounds.size()> buckets{};  // cumulative: observations <= bound
+  std::uint64_t count = 0;
+  double sum = 0;  // seconds
+  void observe(double seconds);
+};
+
+struct health {
+  bool healthy = false;  // passed its last probe, and not two failed in a row since
+  std::optional<std::chrono::steady_clock::time_point> healthy_since;
+  std::optional<std::chrono::microseconds> last_latency;
+  std::string last_failure;  // why the last failed probe failed
+  probe_histogram probes;
 };
 
 struct flow_result {
@@ -76,7 +104,11 @@ class tunnel {
   void stop();
 
   state current() const;
-  bool up() const { return current() == state::up; }
+  // Serving: ssh is up and its last probe passed.
+  bool up() const;
+  const struct health& health() const;
+  // Probes now rather than at the next interval (a flow setup timed out on it).
+  void probe_now();
   int pid() const;            // ssh's pid while it runs, else 0
   std::size_t flows() const;  // flows being set up or carried
   const options& config() const;

@@ -376,11 +376,27 @@ class Tprosshy:
         self.role = role
         base = lab._next_file("tprosshy")
         self.config_path = Path(f"{base}.yaml")
-        self.config_path.write_text(lab.subst(config))
+        # Each run gets its own control socket, so that runs side by side never meet at the
+        # default one (unless the config names one itself).
+        self.control_socket = Path(f"{base}.ctl")
+        self.write_config(config)
         self.log_path = Path(f"{base}.log")
         self.argv = [binary or tprosshy_bin(), "-c", str(self.config_path), *map(str, args)]
         self.env = env
         self.proc = None
+
+    def write_config(self, config):
+        """Writes the config (text, @KEY@ substituted), with this run's control socket unless
+        the config names one."""
+        text = self.lab.subst(config)
+        if not re.search(r"^control:", text, re.M):
+            text = f"control: {{socket: {self.control_socket}}}\n" + text
+        self.config_path.write_text(text)
+
+    def ctl(self, *args, timeout=150):
+        """`tprosshy reload|status ... -c CONFIG` in this run's namespace -> CompletedProcess."""
+        return self.lab.exec(self.role, [self.argv[0], *args, "-c", self.config_path],
+                             timeout=timeout)
 
     def start(self):
         if not os.access(self.argv[0], os.X_OK):

@@ -98,7 +98,7 @@ class Reload(LabTestCase):
     def reload(self, t, text, expect="reload of"):
         """Writes the config and sends SIGHUP; waits for the outcome line; returns it."""
         before = len(re.findall(r"reload of \S+(: | refused)", t.log()))
-        t.config_path.write_text(self.lab.subst(text))
+        t.write_config(text)
         t.send_signal(signal.SIGHUP)
         wait_until(lambda: len(re.findall(r"reload of \S+(: | refused)", t.log())) > before, 20,
                    interval=0.01, what="reload outcome")
