@@ -19,6 +19,8 @@ and its DNS queries to the virtual address get the split DNS;
     through gw2 within 3 × advert_int + 2 s = 5 s, DNS answers again, and a flow open
     through gw1 is lost;
   - gw1 comes back (tprosshy first, then keepalived): it takes the address back;
+  - tprosshy alone dies on gw1: the track script fails and new flows go through gw2
+    within the same bound; tprosshy started again, gw1 takes the address back;
   - keepalived and tprosshy on gw1 are stopped (SIGTERM): new flows go through gw2 within
     the same bound (here much sooner: keepalived says goodbye with priority 0).
 """
@@ -308,7 +310,27 @@ class HighAvailability(LabTestCase):
                    and self.syns("gw1") > before1, BOUND, interval=0.2,
                    what="a new flow through gw1 again")
 
-        # 3. keepalived and tprosshy on gw1 are stopped.
+        # 3. tprosshy alone dies on gw1: the track script fails (interval 1 s, fall 2) and
+        #    keepalived gives the address up. Then tprosshy is back, and so is gw1.
+        held = self.hold_flow()
+        before2 = self.syns("gw2")
+        took = self.takeover(lambda: self.tprosshy_runs["gw1"].kill(), "gw1's tprosshy died")
+        self.assertLessEqual(took, BOUND, self.logs())
+        self.assertGreater(self.syns("gw2"), before2)
+        self.assertIsNone(self.keepalived["gw1"][0].poll(), "gw1's keepalived exited")
+        self.assertFalse(self.vip_on("gw1"))
+        fate = self.fate(held)
+        print(f"a flow open through gw1 when its tprosshy died: {fate}", flush=True)
+        self.assertNotEqual(fate, "data", "a flow of the dead tprosshy went on")
+        self.start_tprosshy("gw1")
+        self.wait_vip("gw1", 3 * BOUND)
+        wait_until(lambda: not self.vip_on("gw2"), BOUND, what=f"gw2 gives {VIP} up")
+        before1 = self.syns("gw1")
+        wait_until(lambda: self.get_who()["peer"] == lab["SRV1_NET_IP4"]
+                   and self.syns("gw1") > before1, BOUND, interval=0.2,
+                   what="a new flow through gw1 again")
+
+        # 4. keepalived and tprosshy on gw1 are stopped.
         held = self.hold_flow()
         before2 = self.syns("gw2")
 
