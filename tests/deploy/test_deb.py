@@ -67,10 +67,11 @@ class DebianPackage(unittest.TestCase):
             if line and not line.startswith(" "):
                 k, _, v = line.partition(":")
                 cls.fields[k.strip()] = v.strip()
-        cls.files = set()
+        cls.modes = {}
         for line in sh(["dpkg-deb", "-c", cls.deb]).stdout.splitlines():
-            name = line.split()[5]
-            cls.files.add(name.lstrip(".").rstrip("/") or "/")
+            mode, name = line.split()[0], line.split()[5]
+            cls.modes[name.lstrip(".").rstrip("/") or "/"] = mode
+        cls.files = set(cls.modes)
         ctrl = sh(["sh", "-c", f"dpkg-deb --ctrl-tarfile '{cls.deb}' | tar -xOf - ./conffiles"])
         cls.conffiles = ctrl.stdout.split()
 
@@ -115,6 +116,8 @@ class DebianPackage(unittest.TestCase):
                      "/usr/share/tprosshy/tprosshy.schema.json",
                      "/etc/tprosshy/config.yaml", "/etc/tprosshy/example-team.yaml"):
             self.assertIn(path, self.files)
+        # Root's alone, as README's service section makes it by hand.
+        self.assertEqual(self.modes["/etc/tprosshy"], "drwx------")
         self.assertEqual(sorted(self.conffiles),
                          ["/etc/tprosshy/config.yaml", "/etc/tprosshy/example-team.yaml"])
         if (SOURCE_DIR / "systemd/tprosshy.service.in").exists():
