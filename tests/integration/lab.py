@@ -128,6 +128,7 @@ class Lab:
         self._runners = []
         self._files = 0
         self._is_up = False
+        self._extra = {}
 
     # -- life cycle
     def __enter__(self):
@@ -175,9 +176,23 @@ class Lab:
         return self.env[key]
 
     def ns(self, role):
+        if role in self._extra:
+            return self._extra[role]
         if role not in ROLES:
             raise ValueError(f"unknown role {role!r}")
         return self.env[f"NS_{role.upper()}"]
+
+    def add_namespace(self, role):
+        """A namespace of the test's own, tpl-NAME-ROLE (lo up), usable as a role like the
+        lab's. `lab down` deletes it with the lab's own: every tpl-NAME-* namespace goes,
+        and whatever runs in it is killed."""
+        if role in ROLES or role in self._extra or not re.fullmatch(r"[a-z0-9]{1,8}", role):
+            raise ValueError(f"bad or taken role name {role!r}")
+        name = f"tpl-{self.name}-{role}"
+        subprocess.run(["ip", "netns", "add", name], check=True, timeout=30)
+        self._extra[role] = name
+        subprocess.run(["ip", "-n", name, "link", "set", "lo", "up"], check=True, timeout=30)
+        return name
 
     @property
     def ssh_config(self):
