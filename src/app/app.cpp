@@ -53,20 +53,24 @@ constexpr const char* usage_text =
     "                                         the merged config with where each value is from\n"
     "       tprosshy reload [-c FILE]         make the running tprosshy apply FILE; waits\n"
     "       tprosshy status [--json] [-c FILE]  what the running tprosshy is doing\n"
+    "       tprosshy keyscan [-c FILE] [PROFILE...]\n"
+    "                                         print each profile's servers' host keys, for\n"
+    "                                         its host_keys\n"
     "       tprosshy --version | --help\n"
     "\n"
     "  -c, --config FILE   config file (default ~/.tprosshy.yaml); reload and status find\n"
     "                      the running tprosshy by its control.socket\n"
     "  -v, --verbose       more log (repeat for trace)\n";
 
-enum class verb { run, check, reload, status };
+enum class verb { run, check, reload, status, keyscan };
 
 struct cli {
   verb what = verb::run;
   std::string config;
   int verbose = 0;
-  bool effective = false;  // check --effective
-  bool json = false;       // status --json
+  bool effective = false;          // check --effective
+  bool json = false;               // status --json
+  std::vector<std::string> names;  // keyscan PROFILE...
 };
 
 std::optional<cli> parse_cli(int argc, char** argv, int& exit_code) {
@@ -82,8 +86,11 @@ std::optional<cli> parse_cli(int argc, char** argv, int& exit_code) {
       std::cout << "tprosshy " TPROSSHY_VERSION "\n";
       exit_code = ex_ok;
       return std::nullopt;
-    } else if (i == 0 && (a == "check" || a == "reload" || a == "status")) {
-      c.what = a == "check" ? verb::check : a == "reload" ? verb::reload : verb::status;
+    } else if (i == 0 && (a == "check" || a == "reload" || a == "status" || a == "keyscan")) {
+      c.what = a == "check"    ? verb::check
+               : a == "reload" ? verb::reload
+               : a == "status" ? verb::status
+                               : verb::keyscan;
     } else if (a == "--effective" && c.what == verb::check) {
       c.effective = true;
     } else if (a == "--json" && c.what == verb::status) {
@@ -101,6 +108,8 @@ std::optional<cli> parse_cli(int argc, char** argv, int& exit_code) {
       ++c.verbose;
     } else if (a == "-vv") {
       c.verbose += 2;
+    } else if (c.what == verb::keyscan && !a.starts_with("-")) {
+      c.names.push_back(a);
     } else {
       std::cerr << "tprosshy: unknown argument '" << a << "'\n" << usage_text;
       exit_code = ex_usage;
@@ -196,6 +205,51 @@ int check(const cli& c) {
       cfg, table, all, p,
       dns ? runtime::read_resolv_conf("/etc/resolv.conf") : std::vector<net::address>{}));
   return ex_ok;
+}
+
+// keyscan: the host_keys entries to paste, for each profile's hosts as `ssh -G` sees them.
+int keyscan(const cli& c) {
+  unblock_signals();
+  auto cfg = config::load(c.config);
+  for (auto& n : c.names)
+    if (std::none_of(cfg.profiles.begin(), cfg.profiles.end(),
+                     [&](auto& p) { return p.name == n; })) {
+      std::cerr << "tprosshy: " << c.config << ": no profile named '" << n << "'\n";
+      return ex_usage;
+    }
+  asio::io_context io;
+  int code = ex_ok;
+  auto scan = [&]() -> asio::awaitable<void> {
+    std::cout << "profiles:\n";
+    for (auto& p : cfg.profiles) {
+      if (c.names.empty() ? !p.enabled
+                          : std::find(c.names.begin(), c.names.end(), p.name) == c.names.end())
+        continue;
+      std::cout << "  " << p.name << ":\n    host_keys:\n";
+      for (auto& host : p.hosts) {
+        try {
+          const auto f = co_await tunnel::query(p.ssh_args, host);
+          if (!f.proxy_jump.empty() || f.proxy_command) {
+            std::cout << "      # " << host << " is reached through "
+                      << (f.proxy_command ? "a ProxyCommand" : "ProxyJump " + f.proxy_jump.front())
+                      << ", which ssh-keyscan cannot go through: take its keys from its "
+                         "/etc/ssh/ssh_host_*_key.pub\n";
+            code = ex_unavailable;
+            continue;
+          }
+          for (auto& k : co_await tunnel::keyscan(f.hostname, f.port))
+            std::cout << "      - \"" << k << "\"  # " << host << " (" << f.hostname << ":"
+                      << f.port << ")\n";
+        } catch (const std::exception& e) {
+          std::cout << "      # " << host << ": " << e.what() << "\n";
+          code = ex_unavailable;
+        }
+      }
+    }
+  };
+  asio::co_spawn(io, scan(), asio::detached);
+  io.run();
+  return code;
 }
 
 // reload and status: one request to the running tprosshy's control socket.
@@ -404,6 +458,8 @@ int main(int argc, char** argv) {
       case verb::reload:
       case verb::status:
         return ask(*c);
+      case verb::keyscan:
+        return keyscan(*c);
       case verb::run:
         break;
     }

@@ -502,6 +502,13 @@ struct builder {
       }
       if (p.hosts.empty()) continue;  // the schema said why
       p.host = p.hosts.front();
+      for (auto& it : items_of(&pn, path, "host_keys")) {
+        std::string why;
+        if (auto k = parse_host_key(it.value->text, &why))
+          p.host_keys.push_back(*k);
+        else
+          report(it.value->at, it.path, why);
+      }
       const node* timeout_at = nullptr;
       for (const node* map : {&pn}) {
         if (const node* n = child(map, "pool")) p.pool = static_cast<unsigned>(n->number);
@@ -635,6 +642,40 @@ config load_tree(const fs::path& file, node& root) {
 config load(const fs::path& file) {
   node root;
   return detail::load_tree(file, root);
+}
+
+std::optional<std::string> parse_host_key(std::string_view line, std::string* why) {
+  static const std::vector<std::string_view> types = {"ssh-ed25519",
+                                                      "ssh-rsa",
+                                                      "ecdsa-sha2-nistp256",
+                                                      "ecdsa-sha2-nistp384",
+                                                      "ecdsa-sha2-nistp521",
+                                                      "sk-ssh-ed25519@openssh.com",
+                                                      "sk-ecdsa-sha2-nistp256@openssh.com"};
+  std::vector<std::string_view> words;
+  for (std::size_t i = 0; i < line.size();) {
+    while (i < line.size() && (line[i] == ' ' || line[i] == '\t')) ++i;
+    const auto start = i;
+    while (i < line.size() && line[i] != ' ' && line[i] != '\t') ++i;
+    if (i > start) words.push_back(line.substr(start, i - start));
+  }
+  auto fail = [&](std::string text) -> std::optional<std::string> {
+    if (why) *why = std::move(text);
+    return std::nullopt;
+  };
+  // The key type comes first in a public key, second in a known_hosts line.
+  for (std::size_t at = 0; at < std::min<std::size_t>(2, words.size()); ++at) {
+    if (std::find(types.begin(), types.end(), words[at]) == types.end()) continue;
+    if (at + 1 >= words.size()) return fail("'" + std::string(words[at]) + "' has no key after it");
+    const auto key = words[at + 1];
+    const bool base64 =
+        key.size() >= 16 && key.size() % 4 == 0 && std::all_of(key.begin(), key.end(), [](char c) {
+          return std::isalnum(static_cast<unsigned char>(c)) || c == '+' || c == '/' || c == '=';
+        });
+    if (!base64) return fail("the key after " + std::string(words[at]) + " is not base64");
+    return std::string(words[at]) + " " + std::string(key);
+  }
+  return fail("is not a public key or a known_hosts line (such as \"ssh-ed25519 AAAA...\")");
 }
 
 fs::path control_socket_of(const fs::path& file) {

@@ -86,7 +86,8 @@ struct profile {
   std::vector<std::string> hosts;  // in failover order; hosts[0] == host
   unsigned pool = 1;               // ssh connections per host
   health_rules health;
-  std::vector<std::string> ssh_args;  // the profile's own, then those of `defaults`
+  std::vector<std::string> host_keys;  // pinned, each "type base64"; empty: ssh's own files
+  std::vector<std::string> ssh_args;   // the profile's own, then those of `defaults`
   std::vector<net::prefix> subnets;
   std::vector<net::prefix> exclude;
   dns_rules dns;
@@ -163,6 +164,10 @@ config load(const std::filesystem::path& file);
 // config, as long as no value holds "${" or starts with "~/" once expanded (it would be
 // expanded again). Throws what load() throws.
 std::string effective_yaml(const std::filesystem::path& file);
+
+// A host key as "type base64" from a public key line ("ssh-ed25519 AAAA... comment") or a
+// known_hosts line ("host,host ssh-ed25519 AAAA..."); nullopt, with why, if it is neither.
+std::optional<std::string> parse_host_key(std::string_view line, std::string* why = nullptr);
 
 // Where the tprosshy running with `file` listens for control requests: its control.socket,
 // also when the file is otherwise invalid (so that `reload` can send it and have the

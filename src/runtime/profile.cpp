@@ -1,6 +1,7 @@
 #include "runtime/profile.hpp"
 
 #include <spdlog/spdlog.h>
+#include <sys/stat.h>
 
 #include <algorithm>
 #include <boost/asio/as_tuple.hpp>
@@ -11,6 +12,7 @@
 #include <boost/asio/generic/stream_protocol.hpp>
 #include <boost/asio/this_coro.hpp>
 #include <boost/asio/use_awaitable.hpp>
+#include <fstream>
 #include <random>
 
 #include "dns/resolv_conf.hpp"
@@ -122,7 +124,29 @@ void profile::make_dns() {
 
 bool profile::same_connection(const config::profile& other) const {
   return settings_.hosts == other.hosts && settings_.ssh_args == other.ssh_args &&
-         settings_.pool == other.pool && settings_.health == other.health;
+         settings_.pool == other.pool && settings_.health == other.health &&
+         settings_.host_keys == other.host_keys;
+}
+
+std::vector<std::string> profile::ssh_args() const {
+  if (settings_.host_keys.empty()) return settings_.ssh_args;
+  // Pinned keys: a private known_hosts under one alias for every host of the profile, and
+  // strict checking, ahead of everything the user's files or ssh_args say.
+  const auto file = control_path_ + ".known_hosts";
+  const auto alias = "tprosshy." + settings_.name;
+  {
+    std::ofstream out(file, std::ios::trunc);
+    for (auto& k : settings_.host_keys) out << alias << " " << k << "\n";
+  }
+  ::chmod(file.c_str(), 0600);
+  std::vector<std::string> args{"-o", "UserKnownHostsFile=" + file,
+                                "-o", "GlobalKnownHostsFile=/dev/null",
+                                "-o", "StrictHostKeyChecking=yes",
+                                "-o", "HostKeyAlias=" + alias,
+                                "-o", "CheckHostIP=no",
+                                "-o", "UpdateHostKeys=no"};
+  args.insert(args.end(), settings_.ssh_args.begin(), settings_.ssh_args.end());
+  return args;
 }
 
 void profile::update(config::profile settings) {
@@ -254,7 +278,7 @@ asio::awaitable<void> profile::run_host(std::size_t host) {
     tunnel::options o;
     o.profile = member_name(m);
     o.destination = settings_.hosts[host];
-    o.ssh_args = settings_.ssh_args;
+    o.ssh_args = ssh_args();
     o.control_path = members_.size() == 1 ? control_path_
                                           : control_path_ + "." + std::to_string(host) + "." +
                                                 std::to_string(m.index);

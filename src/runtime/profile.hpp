@@ -125,6 +125,8 @@ class profile {
   bool done_draining() const;
   bool host_up(std::size_t host) const;
   std::string member_name(const member& m) const;
+  // The tunnels' ssh arguments: with pinned host keys, those options first.
+  std::vector<std::string> ssh_args() const;
 
   boost::asio::any_io_executor ex_;
   config::profile settings_;

@@ -115,10 +115,11 @@ struct output {
   std::string out, err;
 };
 
-asio::awaitable<output> run_ssh(const std::vector<std::string>& args) {
+asio::awaitable<output> run_ssh(const std::vector<std::string>& args,
+                                const std::string& program = "ssh") {
   auto ex = co_await asio::this_coro::executor;
-  auto ssh = find_ssh();
-  if (ssh.empty()) throw std::runtime_error("ssh is not installed (no 'ssh' in PATH)");
+  auto ssh = bp::environment::find_executable(program).string();
+  if (ssh.empty()) throw std::runtime_error(program + " is not installed (not in PATH)");
   asio::readable_pipe out(ex), err(ex);
   bp::process proc(ex, ssh, args, bp::process_stdio{nullptr, out, err}, child_setup{});
   auto [o, e] = co_await (read_all(out) && read_all(err));
@@ -169,6 +170,27 @@ asio::awaitable<std::vector<tcp::endpoint>> server_endpoints(
     throw std::runtime_error("cannot resolve ssh server '" + facts.hostname +
                              "': " + e.code().message());
   }
+}
+
+asio::awaitable<std::vector<std::string>> keyscan(const std::string& host, uint16_t port) {
+  // Named, not temporaries: GCC 12 miscompiles a braced list inside co_await's arguments.
+  const std::vector<std::string> args{"-T", "5", "-p", std::to_string(port), host};
+  const std::string program = "ssh-keyscan";
+  auto r = co_await run_ssh(args, program);
+  std::vector<std::string> keys;
+  std::istringstream in(r.out);
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.empty() || line[0] == '#') continue;
+    // "host type key", or "[host]:port type key"
+    auto a = line.find(' ');
+    if (a != std::string::npos) keys.push_back(line.substr(a + 1));
+  }
+  if (keys.empty())
+    throw std::runtime_error("ssh-keyscan got no key from " + host + " port " +
+                             std::to_string(port) +
+                             (r.err.empty() ? "" : ": " + ssh_message(r.err)));
+  co_return keys;
 }
 
 std::vector<std::string> tunnel_command(const std::vector<std::string>& ssh_args,

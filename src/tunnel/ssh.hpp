@@ -41,6 +41,10 @@ boost::asio::awaitable<ssh_facts> query(const std::vector<std::string>& ssh_args
 boost::asio::awaitable<std::vector<tcp::endpoint>> server_endpoints(
     const std::vector<std::string>& ssh_args, const std::string& destination);
 
+// The host keys a server offers, as "type base64" lines (ssh-keyscan). Throws
+// std::runtime_error when it answers none.
+boost::asio::awaitable<std::vector<std::string>> keyscan(const std::string& host, uint16_t port);
+
 // ssh -N -o ControlMaster=yes -o ControlPath=control_path ... [ssh_args] -- destination.
 // Our -o options come first because ssh keeps the first value it sees of each option, so
 // no ssh_config can turn the master, its socket or batch mode off.

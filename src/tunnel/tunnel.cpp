@@ -133,8 +133,13 @@ struct tunnel::impl : std::enable_shared_from_this<impl> {
     if (line.starts_with("ssh: ")) line.erase(0, 5);
     if (line.empty()) return;
     spdlog::warn("[{}] ssh: {}", opt.profile, line);
+    // A changed host key: ssh prints the key's fingerprint on a line of its own.
+    if (line.starts_with("SHA256:")) fingerprint = line.substr(0, line.find_first_of(". "));
+    if (line.starts_with("Host key verification failed") && !fingerprint.empty())
+      line += " (the server's key is " + fingerprint + ")";
     last_error = std::move(line);
   }
+  std::string fingerprint;  // of the last host key ssh complained about
 
   asio::awaitable<void> pump_stderr(asio::readable_pipe& err) {
     std::string buf;

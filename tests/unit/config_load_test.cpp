@@ -496,6 +496,44 @@ TEST_F(load_test, refused_ssh_args_are_errors_at_their_entry) {
   unsetenv("TPROSSHY_TEST_FLAGS");
 }
 
+TEST_F(load_test, host_keys_take_public_keys_and_known_hosts_lines) {
+  const std::string key = "AAAAC3NzaC1lZDI1NTE5AAAAIJ3Xl0dnVcOo7OaRr+VYgXUg4K1pmP8PSMEi/7PLMBxs";
+  auto f = write("k.yaml",
+                 "profiles:\n  a:\n    host: h\n    host_keys:\n"
+                 "      - ssh-ed25519 " +
+                     key +
+                     " me@laptop\n"
+                     "      - '|1|abc=|def= ecdsa-sha2-nistp256 " +
+                     key +
+                     "'\n"
+                     "      - 'bastion,10.0.0.1  ssh-rsa\t" +
+                     key + "'\n");
+  auto c = config::load(f);
+  EXPECT_EQ(c.profiles.at(0).host_keys,
+            (std::vector<std::string>{"ssh-ed25519 " + key, "ecdsa-sha2-nistp256 " + key,
+                                      "ssh-rsa " + key}));
+  auto g = write("kb.yaml",
+                 "profiles:\n  a:\n    host: h\n    host_keys:\n"
+                 "      - ssh-ed25519 " +
+                     key +
+                     "\n      - ssh-ed25519 not*base64\n"
+                     "      - 'AAAA " +
+                     key + "'\n      - ssh-ed25519\n");
+  const auto errors = error_of(g);
+  EXPECT_NE(errors.find(g.string() + ":6:9: profiles.a.host_keys[1]: the key after ssh-ed25519 is "
+                                     "not base64"),
+            std::string::npos)
+      << errors;
+  EXPECT_NE(errors.find(g.string() + ":7:9: profiles.a.host_keys[2]: is not a public key or a "
+                                     "known_hosts line"),
+            std::string::npos)
+      << errors;
+  EXPECT_NE(errors.find(g.string() + ":8:9: profiles.a.host_keys[3]: 'ssh-ed25519' has no key "
+                                     "after it"),
+            std::string::npos)
+      << errors;
+}
+
 // Issue 12 (a): every mistake at once, in file order, each at its place; one mistake that
 // shows through several checks is reported once.
 TEST_F(load_test, every_error_at_once_in_file_order) {
