@@ -250,6 +250,15 @@ class HighAvailability(LabTestCase):
               flush=True)
         return took
 
+    def back_on_gw1(self):
+        """gw1 takes the address back from gw2, and new LAN flows go through it again."""
+        self.wait_vip("gw1", 3 * BOUND)
+        wait_until(lambda: not self.vip_on("gw2"), BOUND, what=f"gw2 gives {VIP} up")
+        before = self.syns("gw1")
+        wait_until(lambda: self.get_who()["peer"] == self.lab["SRV1_NET_IP4"]
+                   and self.syns("gw1") > before, BOUND, interval=0.2,
+                   what="a new flow through gw1 again")
+
     def hold_flow(self):
         p = self.lab.popen("hlan", ["python3", "-c", HELD, self.lab["T1_IP4"]],
                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
@@ -303,12 +312,7 @@ class HighAvailability(LabTestCase):
         self.ip("gw1", "link", "set", "lan", "up")
         self.start_tprosshy("gw1")
         self.start_keepalived("gw1")
-        self.wait_vip("gw1", 3 * BOUND)
-        wait_until(lambda: not self.vip_on("gw2"), BOUND, what=f"gw2 gives {VIP} up")
-        before1 = self.syns("gw1")
-        wait_until(lambda: self.get_who()["peer"] == lab["SRV1_NET_IP4"]
-                   and self.syns("gw1") > before1, BOUND, interval=0.2,
-                   what="a new flow through gw1 again")
+        self.back_on_gw1()
 
         # 3. tprosshy alone dies on gw1: the track script fails (interval 1 s, fall 2) and
         #    keepalived gives the address up. Then tprosshy is back, and so is gw1.
@@ -323,12 +327,7 @@ class HighAvailability(LabTestCase):
         print(f"a flow open through gw1 when its tprosshy died: {fate}", flush=True)
         self.assertNotEqual(fate, "data", "a flow of the dead tprosshy went on")
         self.start_tprosshy("gw1")
-        self.wait_vip("gw1", 3 * BOUND)
-        wait_until(lambda: not self.vip_on("gw2"), BOUND, what=f"gw2 gives {VIP} up")
-        before1 = self.syns("gw1")
-        wait_until(lambda: self.get_who()["peer"] == lab["SRV1_NET_IP4"]
-                   and self.syns("gw1") > before1, BOUND, interval=0.2,
-                   what="a new flow through gw1 again")
+        self.back_on_gw1()
 
         # 4. keepalived and tprosshy on gw1 are stopped.
         held = self.hold_flow()
