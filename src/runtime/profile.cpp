@@ -16,6 +16,7 @@
 #include <random>
 
 #include "dns/resolv_conf.hpp"
+#include "runtime/failover.hpp"
 #include "tunnel/ssh.hpp"
 
 namespace tprosshy::runtime {
@@ -394,18 +395,13 @@ std::optional<std::size_t> profile::serving_host() const {
 
 std::shared_ptr<tunnel::tunnel> profile::carrier() {
   const auto now = std::chrono::steady_clock::now();
-  std::optional<std::size_t> best;
-  for (std::size_t h = 0; h < settings_.hosts.size() && !best; ++h) {
-    if (!host_up(h)) continue;
-    if (serving_host_ && h < *serving_host_) {
-      auto longest = now;
-      for (auto& m : members_)
-        if (m.host == h && m.tunnel && m.tunnel->up())
-          longest = std::min(longest, m.tunnel->health().healthy_since.value_or(now));
-      if (now - longest < failback_after) continue;
+  service_times hosts(settings_.hosts.size());
+  for (auto& m : members_)
+    if (m.tunnel && m.tunnel->up()) {
+      const auto since = now - m.tunnel->health().healthy_since.value_or(now);
+      hosts[m.host] = std::max(hosts[m.host].value_or(since), since);
     }
-    best = h;
-  }
+  const auto best = pick_host(hosts, serving_host_, failback_after);
   if (!best) {
     auto p = predecessor_.lock();
     return p ? p->serving() : nullptr;
