@@ -178,21 +178,28 @@ int check(const cli& c) {
   auto cfg = config::load(c.config);
   auto table = runtime::make_table(cfg);
   asio::io_context io;
-  std::vector<std::vector<nft::endpoint>> bypass(cfg.profiles.size());
-  for (std::size_t id = 0; id < cfg.profiles.size(); ++id) {
-    auto& p = cfg.profiles[id];
+  // One slot per host of each profile (backups too: a run bypasses them all), filled in
+  // any order, printed in config order.
+  std::vector<std::vector<nft::endpoint>> bypass;
+  for (auto& p : cfg.profiles) {
     if (!p.enabled) continue;
-    asio::co_spawn(io, tunnel::server_endpoints(p.ssh_args, p.host),
-                   [&, id](std::exception_ptr e, std::vector<asio::ip::tcp::endpoint> eps) {
-                     for (auto& ep : eps) bypass[id].push_back({ep.address(), ep.port(), p.name});
-                     if (!e) return;
-                     try {
-                       std::rethrow_exception(e);
-                     } catch (const std::exception& x) {
-                       std::cerr << "tprosshy: profile " << p.name << ": " << x.what()
-                                 << " (its ssh server is left out of the bypass rules below)\n";
-                     }
-                   });
+    for (auto& host : p.hosts) {
+      const auto slot = bypass.size();
+      bypass.emplace_back();
+      asio::co_spawn(io, tunnel::server_endpoints(p.ssh_args, host),
+                     [&, slot](std::exception_ptr e, std::vector<asio::ip::tcp::endpoint> eps) {
+                       for (auto& ep : eps)
+                         bypass[slot].push_back({ep.address(), ep.port(), p.name});
+                       if (!e) return;
+                       try {
+                         std::rethrow_exception(e);
+                       } catch (const std::exception& x) {
+                         std::cerr << "tprosshy: profile " << p.name << ": " << x.what()
+                                   << " (its ssh server " << host
+                                   << " is left out of the bypass rules below)\n";
+                       }
+                     });
+    }
   }
   io.run();
   std::vector<nft::endpoint> all;

@@ -6,6 +6,7 @@ srv2 and srv2-v6 are one sshd reached over IPv4 and IPv6: two ssh connections, s
 be hung (SIGSTOP) or black-holed (an nft drop in srv2's namespace, IPv4 only) while the
 other goes on."""
 import json
+import re
 import os
 import signal
 import subprocess
@@ -221,6 +222,11 @@ profiles:
         table = lab.nft_table()
         self.assertIn(lab["SRV1_IP4"], table)
         self.assertIn(lab["SRV2_IP4"], table)
+        # `check` prints the same bypass rules, the backup host's too.
+        r = t.ctl("check")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        for ip in (lab["SRV1_IP4"], lab["SRV2_IP4"]):
+            self.assertRegex(r.stdout, rf"ip daddr {re.escape(ip)} tcp dport 22 return")
         def both_up():
             r = t.ctl("status", "--json")
             p = json.loads(r.stdout)["profiles"][0]
