@@ -114,7 +114,7 @@ std::string bytes(std::uint64_t n) {
 void line(std::string& o, std::string_view indent, std::string_view label, std::string_view v) {
   o += indent;
   o += label;
-  if (label.size() < 16) o.append(16 - label.size(), ' ');
+  o.append(label.size() < 16 ? 16 - label.size() : 1, ' ');  // long labels: still apart
   o += v;
   o += '\n';
 }

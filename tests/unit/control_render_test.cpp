@@ -102,8 +102,8 @@ profile corp: up
   dns queries     NOERROR 100, SERVFAIL 2
   learned routes  5
   serving host    corp-bastion; 2 failovers
-  tunnel corp-bastion#1up, ssh pid 4242, 3 flows, probe 1.2 ms
-  tunnel corp-bastion-2#1unhealthy, ssh pid 4243, 0 flows, probe 1.2 ms (last failed: no answer from ssh within 3000 ms)
+  tunnel corp-bastion#1 up, ssh pid 4242, 3 flows, probe 1.2 ms
+  tunnel corp-bastion-2#1 unhealthy, ssh pid 4243, 0 flows, probe 1.2 ms (last failed: no answer from ssh within 3000 ms)
 
 profile lab: down
   host            ssh://admin@lab.example:2222
