@@ -357,6 +357,7 @@ struct tunnel::impl : std::enable_shared_from_this<impl> {
   asio::awaitable<bool> attempt(const std::string& ssh) {
     // A master killed outright leaves its socket behind, and ssh will not replace it.
     ::unlink(opt.control_path.c_str());
+    fingerprint.clear();
     auto args = tunnel_command(opt.ssh_args, opt.destination, opt.control_path);
     asio::readable_pipe err(ex);
     bp::process p(ex, ssh, args, bp::process_stdio{nullptr, nullptr, err}, child_setup{});
