@@ -844,7 +844,7 @@ TEST_F(load_test, example_loads_and_uses_every_key) {
   EXPECT_EQ(c.profiles[1].host, "corp-bastion.example.com");
   EXPECT_THAT(c.profiles[1].ssh_args,
               ElementsAre("-i", "/home/tester/.ssh/corp", "-o",
-                          "UserKnownHostsFile=/home/tester/.ssh/known_hosts_corp", "-F",
+                          "CertificateFile=/home/tester/.ssh/corp-cert.pub", "-F",
                           "/home/tester/.ssh/config", "-o", "ConnectTimeout=10"));
 
   using config::detail::node;
