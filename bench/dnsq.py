@@ -2,15 +2,17 @@
 """DNS load for the benchmark (run inside a lab namespace).
 
   dnsq.py udp  SERVER PORT (--same NAME | --prefix P --domain D) --count N [--inflight K]
-  dnsq.py tcp1 SERVER PORT (--same NAME | --prefix P --domain D) --count N
+  dnsq.py tcp1 SERVER PORT (--same NAME | --prefix P --domain D) --count N [--inflight K]
 
 udp: N queries over one UDP socket, at most K in flight (K=1: sequential, for latency).
-tcp1: sequential, one TCP connection per query (connect, send, read, close).
+tcp1: one TCP connection per query (connect, send, read, close); K connections at once
+(K=1: sequential).
 Prints one line of key=value pairs; exit 0 only if every query got an answer.
 """
 import argparse
 import os
 import select
+import selectors
 import socket
 import struct
 import time
@@ -118,6 +120,8 @@ def recv_exact(s, n):
 
 
 def run_tcp1(a):
+    if a.inflight > 1:
+        return run_tcp1_parallel(a)
     lat, rcodes = [], {}
     t0 = time.monotonic()
     deadline = t0 + a.deadline
@@ -135,6 +139,53 @@ def run_tcp1(a):
         lat.append(time.monotonic() - t)
         rc = struct.unpack("!H", m[2:4])[0] & 0xF
         rcodes[rc] = rcodes.get(rc, 0) + 1
+    return report(a, lat, rcodes, time.monotonic() - t0)
+
+
+def run_tcp1_parallel(a):
+    """K connections at once, each: connect, one query, read its answer, close."""
+    qs = names(a)
+    sel = selectors.DefaultSelector()
+    lat, rcodes = [], {}
+    nxt = 0
+    t0 = time.monotonic()
+    deadline = t0 + a.deadline
+    while (nxt < len(qs) or sel.get_map()) and time.monotonic() < deadline:
+        while nxt < len(qs) and len(sel.get_map()) < a.inflight:
+            s = socket.socket()
+            s.setblocking(False)
+            s.connect_ex((a.server, a.port))
+            q = query(nxt & 0xFFFF, qs[nxt])
+            wire = struct.pack("!H", len(q)) + q
+            sel.register(s, selectors.EVENT_WRITE, [time.monotonic(), wire, b""])
+            nxt += 1
+        for key, ev in sel.select(0.05):
+            s, st = key.fileobj, key.data
+            try:
+                if ev & selectors.EVENT_WRITE:
+                    s.send(st[1])  # a few dozen bytes: one send
+                    sel.modify(s, selectors.EVENT_READ, st)
+                    continue
+                c = s.recv(4096)
+            except OSError:
+                c = b""
+            st[2] += c
+            done = len(st[2]) >= 2 and len(st[2]) >= 2 + struct.unpack("!H", st[2][:2])[0]
+            if c and not done:
+                continue
+            sel.unregister(s)
+            s.close()
+            if done:
+                lat.append(time.monotonic() - st[0])
+                rc = struct.unpack("!H", st[2][4:6])[0] & 0xF
+                rcodes[rc] = rcodes.get(rc, 0) + 1
+        now = time.monotonic()
+        for key in list(sel.get_map().values()):
+            if now - key.data[0] > a.timeout:
+                sel.unregister(key.fileobj)
+                key.fileobj.close()
+    for key in list(sel.get_map().values()):
+        key.fileobj.close()
     return report(a, lat, rcodes, time.monotonic() - t0)
 
 
