@@ -37,16 +37,24 @@ constexpr auto failback_after = 30s;
 // backup hosts start behind the first, which usually wins the race to serve.
 constexpr auto member_stagger = 200ms;
 constexpr auto backup_delay = 500ms;
+// A nameserver answers one TCP connection's queries one at a time (dnsmasq does), so a
+// slow answer holds up those behind it: a few connections per ssh let them overlap.
+constexpr std::size_t dns_connections_per_member = 4;
+constexpr std::size_t dns_spill_at = 4;  // queries in flight before the next one is used
 
-// Each query on the least busy of a pool's DNS connections.
+// Each query on the first of a pool's DNS connections with fewer than dns_spill_at in
+// flight, else the least busy: light traffic keeps to one connection, a burst spreads.
 class pooled_upstream : public dns::upstream {
  public:
   explicit pooled_upstream(std::vector<std::shared_ptr<dns::tcp_upstream>> each)
       : each_(std::move(each)) {}
   asio::awaitable<std::optional<dns::bytes>> query(dns::bytes q) override {
-    auto best = *std::min_element(each_.begin(), each_.end(),
-                                  [](auto& a, auto& b) { return a->in_flight() < b->in_flight(); });
-    co_return co_await best->query(std::move(q));
+    auto best = std::find_if(each_.begin(), each_.end(),
+                             [](auto& u) { return u->in_flight() < dns_spill_at; });
+    if (best == each_.end())
+      best = std::min_element(each_.begin(), each_.end(),
+                              [](auto& a, auto& b) { return a->in_flight() < b->in_flight(); });
+    co_return co_await (*best)->query(std::move(q));
   }
 
  private:
@@ -94,8 +102,8 @@ std::string profile::member_name(const member& m) const {
 
 void profile::make_dns() {
   if (dns_ || !settings_.enabled || settings_.dns.domains.empty()) return;
-  // One pipelined DNS-over-TCP connection per pool member, each a channel through the
-  // serving host's `slot`-th master while it serves (another one of it while not).
+  // Pipelined DNS-over-TCP connections spread over the pool's members, each a channel
+  // through the serving host's `slot`-th master while it serves (another one while not).
   auto connection = [this, alive = alive_](std::size_t slot) {
     return [this, alive, slot]() -> asio::awaitable<dns::link> {
       std::shared_ptr<tunnel::tunnel> t;
@@ -113,13 +121,9 @@ void profile::make_dns() {
     };
   };
   const std::size_t pool = std::max(1u, settings_.pool);
-  if (pool == 1) {
-    dns_ = std::make_shared<dns::tcp_upstream>(ex_, connection(0));
-    return;
-  }
   std::vector<std::shared_ptr<dns::tcp_upstream>> each;
-  for (std::size_t i = 0; i < pool; ++i)
-    each.push_back(std::make_shared<dns::tcp_upstream>(ex_, connection(i)));
+  for (std::size_t i = 0; i < pool * dns_connections_per_member; ++i)
+    each.push_back(std::make_shared<dns::tcp_upstream>(ex_, connection(i % pool)));
   dns_ = std::make_shared<pooled_upstream>(std::move(each));
 }
 

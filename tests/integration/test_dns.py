@@ -112,9 +112,9 @@ table inet count {
         r = lab.exec("client", ["python3", "-c", BURST, lab["CLIENT_DNS"], lab["T1_DOMAIN"], "200"],
                      timeout=60)
         self.assertEqual(r.stdout.strip(), "[(3, 200)]", r.stderr)  # 200 NXDOMAIN answers
-        # dnsmasq closes a TCP connection after 100 queries, so 200 take two connections
-        # (three if one was already part used), never one per query.
-        self.assertLessEqual(self.syns_to_nameserver() - before, 3)
+        # A burst spreads over at most 4 pipelined connections (dnsmasq closes each after
+        # 100 queries, so a few more are opened as they retire), never one per query.
+        self.assertLessEqual(self.syns_to_nameserver() - before, 10)
 
     def test_learned_route_lasts_its_ttl(self):
         lab = self.lab
