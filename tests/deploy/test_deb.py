@@ -179,7 +179,7 @@ class DebianPackage(unittest.TestCase):
             self.assertNotIn("not installed", r.stderr)
             for line in r.stderr.splitlines():
                 self.assertRegex(line, r"^tprosshy: profile [\w-]+: (ssh -G \S+ failed: .+|"
-                                 r"cannot resolve .+) \(its ssh server is left out")
+                                 r"cannot resolve .+) \(its ssh server \S+ is left out")
             # The schema the example's first line names is installed there.
             first = run(["head", "-n1", "/etc/tprosshy/config.yaml"]).stdout
             self.assertIn("$schema=/usr/share/tprosshy/tprosshy.schema.json", first)
