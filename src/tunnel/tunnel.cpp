@@ -332,7 +332,9 @@ struct tunnel::impl : std::enable_shared_from_this<impl> {
           co_return;
         }
       }
-      next_probe.expires_at(started + opt.probe_interval);
+      // A failure is checked again a timeout after the failed probe started (at once when it
+      // timed out), not an interval later: out of service within interval + 2 x timeout.
+      next_probe.expires_at(started + (failures ? opt.probe_timeout : opt.probe_interval));
       co_await next_probe.async_wait(as_tuple(use_awaitable));
     }
   }

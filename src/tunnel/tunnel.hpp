@@ -46,8 +46,9 @@ struct options {
   std::size_t max_flows = 8000;
   // Active probes: a channel through this master to `probe`, every `probe_interval`
   // (start to start). Without `probe_must_open` any answer counts (opened or refused);
-  // silence for `probe_timeout` is a failure. The tunnel serves only after a probe passed;
-  // two failures in a row take it out of service and restart its ssh.
+  // silence for `probe_timeout` is a failure, checked again by a probe `probe_timeout` after
+  // the failed one started. The tunnel serves only after a probe passed; two failures in a
+  // row take it out of service and restart its ssh.
   tcp::endpoint probe{boost::asio::ip::make_address_v4("127.0.0.1"), 22};
   bool probe_must_open = false;
   std::chrono::milliseconds probe_interval{5000};

@@ -11,6 +11,7 @@
 #include <boost/asio/use_future.hpp>
 #include <cstdio>
 #include <fstream>
+#include <functional>
 #include <future>
 #include <memory>
 #include <sstream>
@@ -83,7 +84,8 @@ class TunnelMaster : public ::testing::Test {
     server.reset();
   }
 
-  static std::shared_ptr<tunnel> make(const std::string& name) {
+  static std::shared_ptr<tunnel> make(const std::string& name,
+                                      std::function<void(tn_::options&)> tweak = {}) {
     tn_::options o;
     o.profile = name;
     o.destination = server->destination();
@@ -91,6 +93,7 @@ class TunnelMaster : public ::testing::Test {
     o.control_path = dir->socket(name);
     o.backoff_min = 100ms;
     o.setup_timeout = 3s;
+    if (tweak) tweak(o);
     auto tn = std::make_shared<tunnel>(io.get_executor(), o);
     asio::co_spawn(io, tn->run(), asio::detached);
     return tn;
@@ -340,6 +343,34 @@ TEST_F(TunnelMaster, AStaleSocketFromAKilledMasterIsReplaced) {
   auto tn = make("stale");
   EXPECT_TRUE(eventually([&] { return tn->up(); }, 20s)) << tn->last_error();
   tn->stop();
+  EXPECT_TRUE(eventually([&] { return tn->current() == tn_::state::stopped; }, 5s));
+}
+
+TEST_F(TunnelMaster, AFailedProbeIsCheckedAgainATimeoutLaterNotAnIntervalLater) {
+  // So a hung ssh is out of service within interval + 2 x timeout, not 2 x interval + timeout.
+  auto tn = make("hung", [](tn_::options& o) {
+    o.probe_interval = 4s;
+    o.probe_timeout = 300ms;
+  });
+  ASSERT_TRUE(eventually([&] { return tn->up(); }, 20s)) << tn->last_error();
+  const int pid = tn->pid();
+  const auto failed = [&] {
+    std::promise<bool> p;
+    asio::post(io, [&] { p.set_value(!tn->health().last_failure.empty()); });
+    return p.get_future().get();
+  };
+  ASSERT_FALSE(failed());
+  ::kill(pid, SIGSTOP);
+  const auto stopped = std::chrono::steady_clock::now();
+  ASSERT_TRUE(eventually(failed, 10s));
+  const auto first = std::chrono::steady_clock::now();
+  ASSERT_TRUE(eventually([&] { return !tn->up(); }, 10s));
+  const auto out = std::chrono::steady_clock::now();
+  EXPECT_LT(out - first, 2s);  // a whole interval (4 s) before
+  EXPECT_LT(out - stopped, 4s + 2 * 300ms + 1500ms);
+  // Restarted: a stopped ssh is killed, not waited for.
+  EXPECT_TRUE(eventually([&] { return tn->up() && tn->pid() != pid; }, 20s)) << tn->last_error();
+  asio::post(io, [tn] { tn->stop(); });
   EXPECT_TRUE(eventually([&] { return tn->current() == tn_::state::stopped; }, 5s));
 }
 
