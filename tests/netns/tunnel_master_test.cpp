@@ -348,9 +348,11 @@ TEST_F(TunnelMaster, AStaleSocketFromAKilledMasterIsReplaced) {
 
 TEST_F(TunnelMaster, AFailedProbeIsCheckedAgainATimeoutLaterNotAnIntervalLater) {
   // So a hung ssh is out of service within interval + 2 x timeout, not 2 x interval + timeout.
-  auto tn = make("hung", [](tn_::options& o) {
-    o.probe_interval = 4s;
-    o.probe_timeout = 300ms;
+  // A timeout long enough that no probe fails on a busy machine before the SIGSTOP.
+  constexpr auto interval = 4s, timeout = 1s;
+  auto tn = make("hung", [&](tn_::options& o) {
+    o.probe_interval = interval;
+    o.probe_timeout = timeout;
   });
   ASSERT_TRUE(eventually([&] { return tn->up(); }, 20s)) << tn->last_error();
   const int pid = tn->pid();
@@ -366,8 +368,8 @@ TEST_F(TunnelMaster, AFailedProbeIsCheckedAgainATimeoutLaterNotAnIntervalLater) 
   const auto first = std::chrono::steady_clock::now();
   ASSERT_TRUE(eventually([&] { return !tn->up(); }, 10s));
   const auto out = std::chrono::steady_clock::now();
-  EXPECT_LT(out - first, 2s);  // a whole interval (4 s) before
-  EXPECT_LT(out - stopped, 4s + 2 * 300ms + 1500ms);
+  EXPECT_LT(out - first, interval / 2);  // a whole interval before
+  EXPECT_LT(out - stopped, interval + 2 * timeout + 1500ms);
   // Restarted: a stopped ssh is killed, not waited for.
   EXPECT_TRUE(eventually([&] { return tn->up() && tn->pid() != pid; }, 20s)) << tn->last_error();
   asio::post(io, [tn] { tn->stop(); });
