@@ -416,15 +416,16 @@ asio::awaitable<runtime::reload_result> runtime::impl::reload(const std::filesys
   }
 
   // The kernel first: if it refuses, nothing else has changed.
+  // Only a front made by this reload replaces the running one (there was none before it).
   const bool dns_created = fresh_dns != nullptr;
-  std::swap(dns, fresh_dns);
+  if (dns_created) std::swap(dns, fresh_dns);
   auto retiring = draining;
   draining.insert(draining.end(), retired.begin(), retired.end());
   try {
     nl.install(ruleset(next, *snap, enabled));
     installed = true;
   } catch (const std::exception& e) {
-    std::swap(dns, fresh_dns);
+    if (dns_created) std::swap(dns, fresh_dns);
     draining = retiring;
     co_return reload_result{
         71, std::string("cannot install the new ruleset: ") + e.what() + "; nothing was changed"};
