@@ -111,6 +111,13 @@ std::string bytes(std::uint64_t n) {
   return n < 1024 ? human_bytes(n) : human_bytes(n) + " (" + std::to_string(n) + ")";
 }
 
+std::string capture(const dns_capture_status& c) {
+  if (!c.installed) return "not installed";
+  std::string to = c.all ? "every address" : "";
+  for (auto& r : c.resolvers) to += (to.empty() ? "" : ", ") + printable(r);
+  return "port " + std::to_string(c.port) + ", udp/53 and tcp/53 to " + to;
+}
+
 void line(std::string& o, std::string_view indent, std::string_view label, std::string_view v) {
   o += indent;
   o += label;
@@ -303,6 +310,7 @@ std::string render_text(const status& s, std::int64_t now) {
   line(o, "", "dns",
        std::to_string(s.dns_cache_hits) +
            " cache hits; local names: " + counts(s.dns_local_queries));
+  line(o, "", "dns capture", capture(s.dns_capture));
   if (s.profiles.empty()) o += "\nno profiles\n";
   for (auto& p : s.profiles) {
     o += "\nprofile " + printable(p.name) + ": " + printable(p.state) + "\n";
@@ -349,6 +357,21 @@ std::string render_json(const status& s) {
   j.time("last_reload_success", s.last_reload_success);
   j.num("dns_cache_hits", s.dns_cache_hits);
   j.counts("dns_local_queries", s.dns_local_queries);
+  j.key("dns_capture");
+  j.open('{');
+  j.key("installed");
+  j.o += s.dns_capture.installed ? "true" : "false";
+  j.num("port", s.dns_capture.port);
+  j.key("all");
+  j.o += s.dns_capture.all ? "true" : "false";
+  j.key("resolvers");
+  j.open('[');
+  for (auto& r : s.dns_capture.resolvers) {
+    j.next();
+    json_string(j.o, r);
+  }
+  j.close(']');
+  j.close('}');
   j.key("profiles");
   j.open('[');
   for (auto& p : s.profiles) {
@@ -443,6 +466,9 @@ std::string render_prometheus(const status& s) {
   for (auto& x : s.profiles) dns_samples(p, x.name, x.dns_queries);
   p.family("tprosshy_dns_cache_hits_total", "counter", "DNS queries answered from the cache.");
   p.sample("tprosshy_dns_cache_hits_total", {}, s.dns_cache_hits);
+  p.family("tprosshy_dns_capture_installed", "gauge",
+           "1 while the ruleset redirects DNS to tprosshy's DNS port, else 0.");
+  p.sample("tprosshy_dns_capture_installed", {}, std::uint64_t{s.dns_capture.installed});
   p.family("tprosshy_learned_routes", "gauge",
            "Addresses routed through the profile now because of DNS answers.");
   for (auto& x : s.profiles)

@@ -49,6 +49,16 @@ struct profile_status {
   std::vector<tunnel_status> tunnels;                // draining ones last
 };
 
+// DNS capture as the ruleset in the kernel holds it: udp/53 and tcp/53 to `resolvers` (or
+// to any address, `all`) redirected to `port`. Not installed while no profile resolves
+// names, before the ruleset is in, or when there is no resolver to capture.
+struct dns_capture_status {
+  bool installed = false;
+  std::uint16_t port = 0;
+  bool all = false;
+  std::vector<std::string> resolvers;
+};
+
 struct status {
   std::string version;
   std::string config_file;
@@ -57,7 +67,8 @@ struct status {
   std::optional<std::int64_t> last_reload_success;  // Unix seconds; the start counts as one
   std::uint64_t dns_cache_hits = 0;
   std::map<std::string, std::uint64_t> dns_local_queries;  // names no profile takes, by rcode
-  std::vector<profile_status> profiles;                    // in config order; draining last
+  dns_capture_status dns_capture;
+  std::vector<profile_status> profiles;  // in config order; draining last
 };
 
 }  // namespace tprosshy::control

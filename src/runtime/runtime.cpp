@@ -62,6 +62,7 @@ struct runtime::impl {
   std::optional<proxy::server> server;
   std::unique_ptr<dns_front> dns;
   bool installed = false, stopping = false;
+  nft::ruleset active;      // the ruleset in the kernel, while `installed`
   std::size_t running = 0;  // profiles whose run() has not ended
   // "Something changed" (a verdict, a nameserver, a profile's end): each step that waits
   // on the profiles re-checks its condition when this fires.
@@ -152,8 +153,12 @@ struct runtime::impl {
                         dns ? dns->system_resolvers() : std::vector<net::address>{});
   }
 
-  void install() {
-    nl.install(ruleset(cfg, *current, in_order()));
+  void install() { put(ruleset(cfg, *current, in_order())); }
+
+  // The kernel's copy changes only here, so `active` is what it holds.
+  void put(nft::ruleset r) {
+    nl.install(r);
+    active = std::move(r);
     installed = true;
   }
 
@@ -422,8 +427,7 @@ asio::awaitable<runtime::reload_result> runtime::impl::reload(const std::filesys
   auto retiring = draining;
   draining.insert(draining.end(), retired.begin(), retired.end());
   try {
-    nl.install(ruleset(next, *snap, enabled));
-    installed = true;
+    put(ruleset(next, *snap, enabled));
   } catch (const std::exception& e) {
     if (dns_created) std::swap(dns, fresh_dns);
     draining = retiring;
@@ -483,6 +487,13 @@ control::status runtime::status() const {
   if (i.dns) {
     st.dns_cache_hits = i.dns->cache_hits();
     st.dns_local_queries = i.dns->local_answers();
+  }
+  if (i.installed && i.active.capture_dns &&
+      (i.active.capture_all_dns || !i.active.resolvers.empty())) {
+    st.dns_capture.installed = true;
+    st.dns_capture.port = i.active.dns_port;
+    st.dns_capture.all = i.active.capture_all_dns;
+    for (auto& a : i.active.resolvers) st.dns_capture.resolvers.push_back(a.to_string());
   }
   std::map<routing::profile_id, std::uint64_t> learned;
   for (auto& l : i.current->table.learned()) ++learned[l.profile];

@@ -34,6 +34,7 @@ status sample() {
   s.last_reload_success = 1700003600;
   s.dns_cache_hits = 42;
   s.dns_local_queries = {{"NOERROR", 10}, {"NXDOMAIN", 1}};
+  s.dns_capture = {true, 5353, false, {"127.0.0.53", "fd00::53"}};
   profile_status a;
   a.name = "corp";
   a.state = "up";
@@ -88,6 +89,7 @@ const std::string golden_text =
 config          /etc/tprosshy/config.yaml
 reloads         3 applied, 1 failed; last applied 2023-11-14 23:13:20 +0000 (1h 1m ago)
 dns             42 cache hits; local names: NOERROR 10, NXDOMAIN 1
+dns capture     port 5353, udp/53 and tcp/53 to 127.0.0.53, fd00::53
 
 profile corp: up
   host            corp-bastion
@@ -130,6 +132,15 @@ const std::string golden_json = R"golden({
   "dns_local_queries": {
     "NOERROR": 10,
     "NXDOMAIN": 1
+  },
+  "dns_capture": {
+    "installed": true,
+    "port": 5353,
+    "all": false,
+    "resolvers": [
+      "127.0.0.53",
+      "fd00::53"
+    ]
   },
   "profiles": [
     {
@@ -258,6 +269,9 @@ tprosshy_dns_queries_total{profile="lab",rcode="SERVFAIL"} 0
 # HELP tprosshy_dns_cache_hits_total DNS queries answered from the cache.
 # TYPE tprosshy_dns_cache_hits_total counter
 tprosshy_dns_cache_hits_total 42
+# HELP tprosshy_dns_capture_installed 1 while the ruleset redirects DNS to tprosshy's DNS port, else 0.
+# TYPE tprosshy_dns_capture_installed gauge
+tprosshy_dns_capture_installed 1
 # HELP tprosshy_learned_routes Addresses routed through the profile now because of DNS answers.
 # TYPE tprosshy_learned_routes gauge
 tprosshy_learned_routes{profile="corp"} 5
@@ -507,6 +521,7 @@ TEST(ControlRender, TextWithoutProfilesOrReloads) {
             "config          \n"
             "reloads         0 applied, 0 failed\n"
             "dns             0 cache hits; local names: none\n"
+            "dns capture     not installed\n"
             "\nno profiles\n");
 }
 
@@ -604,6 +619,7 @@ TEST(ControlRender, PrometheusFamiliesAndLabels) {
       {"tprosshy_bytes_total", "counter"},
       {"tprosshy_dns_queries_total", "counter"},
       {"tprosshy_dns_cache_hits_total", "counter"},
+      {"tprosshy_dns_capture_installed", "gauge"},
       {"tprosshy_learned_routes", "gauge"},
       {"tprosshy_failovers_total", "counter"},
       {"tprosshy_tunnel_up", "gauge"},
