@@ -92,6 +92,17 @@ def base_image(podman, tree):
     mark.write_text(json.dumps({"tree": stamp, "id": image_id}) + "\n")
 
 
+def same_inode(a, b):
+    """Whether a and b are the same file: (st_dev, st_ino), not path strings. A process's
+    /proc/PID/root and /proc/PID/exe read as paths from its root's mount namespace and root,
+    which differ from this process's paths when this machine itself runs in a chroot."""
+    try:
+        sa, sb = os.stat(a), os.stat(b)
+    except OSError:
+        return False
+    return (sa.st_dev, sa.st_ino) == (sb.st_dev, sb.st_ino)
+
+
 def children(pid):
     try:
         return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
@@ -247,9 +258,10 @@ exec "$@"
             self.assertRegex(status, r"NSpid:\s+\d+\s+1\n", "tini is not PID 1")
             self.assertEqual(Path(f"/proc/{tini}/comm").read_text().strip(), "tini")
             (tp,) = children(tini)
-            self.assertEqual(os.readlink(f"/proc/{tp}/root"), os.path.realpath(ROOTFS))
-            self.assertEqual(os.readlink(f"/proc/{tp}/exe"),
-                             os.path.realpath(ROOTFS / "usr/local/bin/tprosshy"))
+            self.assertTrue(same_inode(f"/proc/{tp}/root", ROOTFS),
+                            f"tprosshy's root is not {ROOTFS}")
+            self.assertTrue(same_inode(f"/proc/{tp}/exe", ROOTFS / "usr/local/bin/tprosshy"),
+                            f"tprosshy does not run {ROOTFS}/usr/local/bin/tprosshy")
 
             self.assertIn("inet tprosshy", lab.nft_tables("client"))
             self.assertGreaterEqual(lab.count_procs("client", "ssh"), 1)
@@ -268,9 +280,7 @@ exec "$@"
             self.assertEqual(rc, 0, logtext())
             self.assertNotIn("inet tprosshy", lab.nft_tables("client"))
             self.assertEqual(lab.count_procs("client", "ssh"), 0)
-            left = [p for p in lab.pids("client")
-                    if os.path.exists(f"/proc/{p}/root")
-                    and os.readlink(f"/proc/{p}/root") == os.path.realpath(ROOTFS)]
+            left = [p for p in lab.pids("client") if same_inode(f"/proc/{p}/root", ROOTFS)]
             self.assertEqual(left, [], "processes of the image are left")
 
 
