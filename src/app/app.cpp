@@ -28,6 +28,7 @@
 #include "control/metrics.hpp"
 #include "control/render.hpp"
 #include "control/server.hpp"
+#include "helper/server.hpp"
 #include "nft/netlink.hpp"
 #include "runtime/dns.hpp"
 #include "runtime/plan.hpp"
@@ -56,13 +57,16 @@ constexpr const char* usage_text =
     "       tprosshy keyscan [-c FILE] [PROFILE...]\n"
     "                                         print each profile's servers' host keys, for\n"
     "                                         its host_keys\n"
+    "       tprosshy helper [--socket PATH | --stdio]\n"
+    "                                         the privileged helper (root): installs rulesets\n"
+    "                                         for its callers\n"
     "       tprosshy --version | --help\n"
     "\n"
     "  -c, --config FILE   config file (default ~/.tprosshy.yaml); reload and status find\n"
     "                      the running tprosshy by its control.socket\n"
     "  -v, --verbose       more log (repeat for trace)\n";
 
-enum class verb { run, check, reload, status, keyscan };
+enum class verb { run, check, reload, status, keyscan, helper };
 
 struct cli {
   verb what = verb::run;
@@ -71,6 +75,7 @@ struct cli {
   bool effective = false;          // check --effective
   bool json = false;               // status --json
   std::vector<std::string> names;  // keyscan PROFILE...
+  helper::options helper;          // helper --socket PATH | --stdio
 };
 
 std::optional<cli> parse_cli(int argc, char** argv, int& exit_code) {
@@ -91,6 +96,13 @@ std::optional<cli> parse_cli(int argc, char** argv, int& exit_code) {
                : a == "reload" ? verb::reload
                : a == "status" ? verb::status
                                : verb::keyscan;
+    } else if (i == 0 && a == "helper") {
+      c.what = verb::helper;
+    } else if (c.what == verb::helper && a == "--stdio" && c.helper.socket.empty()) {
+      c.helper.stdio = true;
+    } else if (c.what == verb::helper && a == "--socket" && i + 1 < args.size() &&
+               !c.helper.stdio) {
+      c.helper.socket = args[++i];
     } else if (a == "--effective" && c.what == verb::check) {
       c.effective = true;
     } else if (a == "--json" && c.what == verb::status) {
@@ -467,6 +479,8 @@ int main(int argc, char** argv) {
         return ask(*c);
       case verb::keyscan:
         return keyscan(*c);
+      case verb::helper:
+        return helper::serve(c->helper);
       case verb::run:
         break;
     }

@@ -406,6 +406,9 @@ struct netlink::impl {
         add_fib_local(rp);
       } else if (std::holds_alternative<plan::ct_dnat>(m)) {
         add_ct_dnat(rp);
+      } else if (auto* x = std::get_if<plan::skuid>(&m)) {
+        add_meta(rp, NFT_META_SKUID);  // a u32 in host byte order, as nft sends it
+        add_cmp(rp, &x->uid, sizeof x->uid);
       }
     }
     if (std::holds_alternative<plan::ret>(r.action))

@@ -67,6 +67,12 @@ table make(const ruleset& r) {
   chain route{common_chain, hook::none, 0, {}, false, {}};
   route.note = "Reached from the nat hooks below; the first matching rule decides.";
   const family both[] = {family::v4, family::v6};
+  // A confined table redirects only its uid's sockets: the match goes first on every
+  // redirect rule.
+  auto redirecting = [&](std::vector<match> ms) {
+    if (r.skuid) ms.insert(ms.begin(), skuid{*r.skuid});
+    return ms;
+  };
   auto add_set = [&](std::string name, family f, bool interval, std::string comment,
                      std::vector<addr_range> elems) {
     t.sets.push_back({std::move(name), f, interval, false, std::move(comment),
@@ -80,7 +86,8 @@ table make(const ruleset& r) {
   if (r.capture_dns) {
     if (r.capture_all_dns) {
       for (uint8_t proto : {uint8_t(IPPROTO_UDP), uint8_t(IPPROTO_TCP)})
-        route.rules.push_back({{l4proto{proto}, dport{53}}, redirect{r.dns_port}, "dns"});
+        route.rules.push_back(
+            {redirecting({l4proto{proto}, dport{53}}), redirect{r.dns_port}, "dns"});
     } else {
       for (auto f : both) {
         std::vector<net::u128> keys;
@@ -95,8 +102,8 @@ table make(const ruleset& r) {
         std::string name = f == family::v4 ? "resolvers4" : "resolvers6";
         add_set(name, f, false, "captured DNS resolvers", std::move(addrs));
         for (uint8_t proto : {uint8_t(IPPROTO_UDP), uint8_t(IPPROTO_TCP)})
-          route.rules.push_back(
-              {{daddr_in{f, name}, l4proto{proto}, dport{53}}, redirect{r.dns_port}, "dns"});
+          route.rules.push_back({redirecting({daddr_in{f, name}, l4proto{proto}, dport{53}}),
+                                 redirect{r.dns_port}, "dns"});
       }
     }
   }
@@ -131,7 +138,7 @@ table make(const ruleset& r) {
       std::string name = routed_set(p.name, f);
       add_set(name, f, true, p.name, std::move(ranges));
       route.rules.push_back(
-          {{daddr_in{f, name}, l4proto{IPPROTO_TCP}}, redirect{r.tcp_port}, p.name});
+          {redirecting({daddr_in{f, name}, l4proto{IPPROTO_TCP}}), redirect{r.tcp_port}, p.name});
     }
     if (!p.learned) continue;
     for (auto f : both) {
@@ -141,8 +148,8 @@ table make(const ruleset& r) {
         if (k.address.is_v4() == (f == family::v4) && k.ttl.count() > 0) timed.push_back(k);
       t.sets.push_back(
           {name, f, false, true, p.name + ": learned from DNS answers", {}, std::move(timed)});
-      route.rules.push_back(
-          {{daddr_in{f, name}, l4proto{IPPROTO_TCP}}, redirect{r.tcp_port}, p.name + " learned"});
+      route.rules.push_back({redirecting({daddr_in{f, name}, l4proto{IPPROTO_TCP}}),
+                             redirect{r.tcp_port}, p.name + " learned"});
     }
   }
 
@@ -159,9 +166,8 @@ table make(const ruleset& r) {
     for (const auto& i : r.interfaces) {
       if (to_gateway)
         for (uint8_t proto : {uint8_t(IPPROTO_UDP), uint8_t(IPPROTO_TCP)})
-          pre.rules.push_back({{iifname{i}, l4proto{proto}, dport{53}, fib_local{}},
-                               redirect{r.dns_port},
-                               "dns to this gateway"});
+          pre.rules.push_back({redirecting({iifname{i}, l4proto{proto}, dport{53}, fib_local{}}),
+                               redirect{r.dns_port}, "dns to this gateway"});
       pre.rules.push_back({{iifname{i}}, jump{common_chain}, {}});
     }
     t.chains.push_back(std::move(pre));

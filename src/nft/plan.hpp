@@ -45,7 +45,11 @@ struct daddr_in {
 };
 struct fib_local {};
 struct ct_dnat {};  // `ct status dnat`: a nat rule redirected the packet's connection
-using match = std::variant<iifname, mark, l4proto, dport, daddr, daddr_in, fib_local, ct_dnat>;
+struct skuid {
+  uint32_t uid;
+};  // the uid owning the packet's socket
+using match =
+    std::variant<iifname, mark, l4proto, dport, daddr, daddr_in, fib_local, ct_dnat, skuid>;
 
 struct ret {};
 struct jump {

@@ -70,6 +70,8 @@ std::string format_rule(const plan::rule& r) {
       add("fib daddr type local");
     } else if (std::holds_alternative<plan::ct_dnat>(m)) {
       add("ct status dnat");
+    } else if (auto* x = std::get_if<plan::skuid>(&m)) {
+      add("meta skuid " + std::to_string(x->uid));
     }
   }
   if (std::holds_alternative<plan::ret>(r.action))

@@ -3,6 +3,7 @@
 // tests); nft::netlink installs the very same value as one libnftnl batch.
 #include <chrono>
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -55,6 +56,9 @@ struct ruleset {
   std::vector<endpoint> bypass;      // ssh servers
   std::vector<net::prefix> exclude;  // global excludes
   std::vector<profile_routes> profiles;
+  // Only this uid's sockets are redirected (every redirect rule matches `meta skuid` first):
+  // a table installed for a user by the helper.
+  std::optional<uint32_t> skuid;
   friend bool operator==(const ruleset&, const ruleset&) = default;
 };
 

@@ -8,6 +8,7 @@
 #include <netinet/in.h>
 #include <poll.h>
 #include <sched.h>
+#include <signal.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -212,6 +213,20 @@ TEST_F(nft_netlink, remove_deletes_the_table) {
   nl.remove();
   nl.install(samples::local_one_profile());
   EXPECT_TRUE(table_exists("tprosshy"));
+}
+
+TEST_F(nft_netlink, skuid_rules_are_accepted_and_listed) {
+  auto r = samples::two_profiles();
+  r.skuid = 65534;
+  netlink nl;
+  nl.install(r);
+  install_text(r, "tp_text");
+  auto got = listing("tprosshy");
+  EXPECT_EQ(got, listing("tp_text"));
+  // nft prints a uid it finds in /etc/passwd by name.
+  EXPECT_TRUE(std::regex_search(
+      got, std::regex("meta skuid (65534|\"nobody\") ip daddr @route4_corp meta l4proto tcp")))
+      << got;
 }
 
 TEST_F(nft_netlink, without_cap_net_admin_throws_eperm) {
@@ -468,6 +483,55 @@ sockaddr_storage sockaddr_of(const char* addr, uint16_t port, socklen_t& len) {
     len = sizeof *a;
   }
   return ss;
+}
+
+// Connects from a child running as `uid` to addr:80; true if `listener` got the connection.
+bool redirected_as(uid_t uid, int listener, const char* addr) {
+  int go[2];
+  if (::pipe(go) != 0) return false;
+  pid_t pid = ::fork();
+  if (pid == 0) {
+    ::close(go[0]);
+    if (::setresgid(uid, uid, uid) != 0 || ::setresuid(uid, uid, uid) != 0) ::_exit(2);
+    int c = ::socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
+    socklen_t len;
+    auto to = sockaddr_of(addr, 80, len);
+    ::connect(c, reinterpret_cast<sockaddr*>(&to), len);
+    (void)::write(go[1], "x", 1);
+    ::pause();  // until the parent kills it
+    ::_exit(0);
+  }
+  ::close(go[1]);
+  char b;
+  (void)::read(go[0], &b, 1);
+  pollfd p{listener, POLLIN, 0};
+  bool got = ::poll(&p, 1, 500) == 1;
+  if (got) ::close(::accept(listener, nullptr, nullptr));
+  ::kill(pid, SIGKILL);
+  ::waitpid(pid, nullptr, 0);
+  ::close(go[0]);
+  return got;
+}
+
+TEST_F(nft_redirect, skuid_redirects_only_that_uids_sockets) {
+  fd_guard l(::socket(AF_INET, SOCK_STREAM, 0));
+  uint16_t port = listen_on(l.fd, "127.0.0.1", false);
+  ASSERT_NE(port, 0);
+  ruleset r;
+  r.tcp_port = port;
+  r.skuid = 65534;
+  r.profiles.push_back({"lab", {samples::cidr("198.18.99.0/24")}, {}, false});
+  netlink nl;
+  nl.install(r);
+  EXPECT_TRUE(redirected_as(65534, l.fd, "198.18.99.5")) << listing("tprosshy");
+  EXPECT_FALSE(redirected_as(65533, l.fd, "198.18.99.5"));
+  EXPECT_FALSE(connect_and_accept(l.fd, "198.18.99.5", 80, false, 300));  // root's own
+  r.skuid = 0;
+  nl.install(r);
+  EXPECT_FALSE(redirected_as(65534, l.fd, "198.18.99.5"));
+  auto a = connect_and_accept(l.fd, "198.18.99.5", 80, false, 2000);
+  ASSERT_TRUE(a);
+  ::close(*a);
 }
 
 // Stands in for tprosshy's DNS front: UDP and TCP on one port, IPv4 and IPv6, every address.

@@ -137,5 +137,38 @@ TEST(render, duplicate_resolvers_and_bypass_appear_once) {
   EXPECT_EQ(text.find("ip daddr 198.18.1.10 tcp dport 22", b + 1), std::string::npos);
 }
 
+TEST(render, skuid_goes_first_on_every_redirect_rule_and_nowhere_else) {
+  auto r = samples::two_profiles();
+  r.skuid = 1000;
+  auto text = render(r);
+  for (const std::string s :
+       {"meta skuid 1000 ip daddr @resolvers4 udp dport 53 redirect to :40053",
+        "meta skuid 1000 ip6 daddr @resolvers6 tcp dport 53 redirect to :40053",
+        "meta skuid 1000 ip daddr @route4_corp meta l4proto tcp redirect to :40001",
+        "meta skuid 1000 ip daddr @learn4_corp meta l4proto tcp redirect to :40001",
+        "meta skuid 1000 ip6 daddr @route6_lab-2 meta l4proto tcp redirect to :40001"})
+    EXPECT_NE(text.find(s), std::string::npos) << s << "\n" << text;
+  size_t redirects = 0, matched = 0;
+  for (size_t at = 0; (at = text.find("redirect to", at)) != std::string::npos; ++at) ++redirects;
+  for (size_t at = 0; (at = text.find("meta skuid 1000 ", at)) != std::string::npos; ++at)
+    ++matched;
+  EXPECT_EQ(matched, redirects) << text;
+  EXPECT_EQ(text.find("meta skuid 1000 fib"), std::string::npos);
+  EXPECT_EQ(text.find("meta skuid"), text.find("meta skuid 1000 ip daddr @resolvers4")) << text;
+
+  // Gateway rules too (a confined caller never has interfaces, but the value allows it).
+  auto gw = samples::gateway_resolvers();
+  gw.skuid = 7;
+  EXPECT_NE(render(gw).find("meta skuid 7 iifname \"eth1\" udp dport 53 fib daddr type local "
+                            "redirect to :40053"),
+            std::string::npos)
+      << render(gw);
+  auto all = samples::gateway();
+  all.skuid = 0;
+  EXPECT_NE(render(all).find("meta skuid 0 udp dport 53 redirect to :5353"), std::string::npos);
+  // Unset: no skuid anywhere.
+  EXPECT_EQ(render(samples::two_profiles()).find("skuid"), std::string::npos);
+}
+
 }  // namespace
 }  // namespace tprosshy::nft

@@ -1,0 +1,489 @@
+#include "helper/server.hpp"
+
+#include <grp.h>
+#include <spdlog/sinks/stdout_color_sinks.h>
+#include <spdlog/spdlog.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/local/stream_protocol.hpp>
+#include <boost/asio/signal_set.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <cerrno>
+#include <csignal>
+#include <cstdlib>
+#include <cstring>
+#include <iostream>
+#include <map>
+#include <memory>
+#include <optional>
+#include <system_error>
+#include <vector>
+
+#include "helper/confine.hpp"
+#include "helper/protocol.hpp"
+#include "helper/sock_diag.hpp"
+#include "net/fd.hpp"
+#include "nft/netlink.hpp"
+
+namespace tprosshy::helper {
+
+namespace asio = boost::asio;
+using asio::as_tuple;
+using asio::use_awaitable;
+using local = asio::local::stream_protocol;
+
+namespace {
+
+constexpr int ex_usage = 64, ex_oserr = 71, ex_noperm = 77;
+
+struct holder {
+  uint32_t uid;
+  pid_t pid;
+};
+
+// What all connections share (one thread: no locks).
+struct state {
+  std::size_t connections = 0;
+  std::map<std::string, holder> tables;  // table name -> the live connection holding it
+  struct stat netns {};                  // the helper's own network namespace
+};
+
+std::string ns_error(int fd, const state& s) {
+  struct stat st {};
+  if (::fstat(fd, &st) != 0) return std::string("cannot stat it: ") + std::strerror(errno);
+  if (st.st_dev != s.netns.st_dev || st.st_ino != s.netns.st_ino)
+    return "the caller is in another network namespace";
+  return "";
+}
+
+class connection : public std::enable_shared_from_this<connection> {
+ public:
+  connection(local::socket s, state& st)
+      : sock_(std::move(s)), deadline_(sock_.get_executor()), st_(st) {
+    ucred c{};
+    socklen_t len = sizeof c;
+    if (::getsockopt(sock_.native_handle(), SOL_SOCKET, SO_PEERCRED, &c, &len) == 0) {
+      who_ = {c.uid, c.gid};
+      pid_ = c.pid;
+    } else {
+      who_ = {~0u, ~0u};  // unknown: confined as nobody in particular, refused ports
+    }
+    ++st_.connections;
+  }
+  ~connection() {
+    nl_.reset();  // the kernel drops the table with the netlink socket
+    release();
+    --st_.connections;
+  }
+
+  static asio::awaitable<void> run(std::shared_ptr<connection> self) {
+    self->arm(hello_time);
+    spdlog::debug("helper: uid {} pid {}: connected", self->who_.uid, self->pid_);
+    try {
+      while (co_await self->serve_one()) {
+      }
+    } catch (const std::exception& e) {
+      self->log_error(e.what());
+    }
+    if (!self->table_.empty())
+      spdlog::info("helper: uid {} pid {}: connection closed, table inet {} removed",
+                   self->who_.uid, self->pid_, self->table_);
+    boost::system::error_code ignored;
+    self->sock_.close(ignored);
+  }
+
+ private:
+  void log_error(const std::string& what) {
+    spdlog::warn("helper: uid {} pid {}: {}", who_.uid, pid_, what);
+  }
+
+  // Closes the connection unless disarmed in time (a silent caller cannot hold a slot).
+  void arm(std::chrono::seconds t) {
+    deadline_.expires_after(t);
+    deadline_.async_wait([w = weak_from_this()](boost::system::error_code ec) {
+      if (ec) return;
+      if (auto c = w.lock()) {
+        c->log_error("too slow: closing");
+        boost::system::error_code ignored;
+        c->sock_.close(ignored);
+      }
+    });
+  }
+
+  void release() {
+    if (auto it = st_.tables.find(table_); !table_.empty() && it != st_.tables.end())
+      st_.tables.erase(it);
+    table_.clear();
+  }
+
+  // Reads until `need` bytes are buffered, taking any descriptors that come along.
+  asio::awaitable<bool> fill(std::size_t need) {
+    while (buf_.size() < need) {
+      auto [ec] = co_await sock_.async_wait(local::socket::wait_read, as_tuple(use_awaitable));
+      if (ec) co_return false;
+      // Never more than this frame needs: memory follows what the caller has sent.
+      std::size_t want = std::min<std::size_t>(need - buf_.size(), 64 * 1024);
+      std::size_t at = buf_.size();
+      buf_.resize(at + want);
+      iovec iov{buf_.data() + at, want};
+      alignas(cmsghdr) char ctl[CMSG_SPACE(sizeof(int) * 4)];
+      msghdr m{};
+      m.msg_iov = &iov;
+      m.msg_iovlen = 1;
+      m.msg_control = ctl;
+      m.msg_controllen = sizeof ctl;
+      auto n = ::recvmsg(sock_.native_handle(), &m, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
+      buf_.resize(at + std::max<ssize_t>(n, 0));
+      if (n < 0 && (errno == EAGAIN || errno == EINTR)) continue;
+      for (auto* c = CMSG_FIRSTHDR(&m); n >= 0 && c; c = CMSG_NXTHDR(&m, c)) {
+        if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
+        std::size_t k = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+        for (std::size_t i = 0; i < k; ++i) {
+          int fd;
+          std::memcpy(&fd, CMSG_DATA(c) + i * sizeof(int), sizeof fd);
+          fds_.emplace_back(fd);
+        }
+      }
+      if (n <= 0) co_return false;
+    }
+    co_return true;
+  }
+
+  asio::awaitable<void> send(const reply& r, int fd = -1) {
+    auto bytes = encode(r);
+    std::size_t at = 0;
+    while (at < bytes.size()) {
+      iovec iov{bytes.data() + at, bytes.size() - at};
+      alignas(cmsghdr) char ctl[CMSG_SPACE(sizeof(int))] = {};
+      msghdr m{};
+      m.msg_iov = &iov;
+      m.msg_iovlen = 1;
+      if (fd >= 0 && at == 0) {
+        m.msg_control = ctl;
+        m.msg_controllen = sizeof ctl;
+        auto* c = CMSG_FIRSTHDR(&m);
+        c->cmsg_level = SOL_SOCKET;
+        c->cmsg_type = SCM_RIGHTS;
+        c->cmsg_len = CMSG_LEN(sizeof(int));
+        std::memcpy(CMSG_DATA(c), &fd, sizeof fd);
+      }
+      auto n = ::sendmsg(sock_.native_handle(), &m, MSG_DONTWAIT | MSG_NOSIGNAL);
+      if (n < 0 && errno == EINTR) continue;
+      if (n < 0 && errno == EAGAIN) {
+        auto [ec] = co_await sock_.async_wait(local::socket::wait_write, as_tuple(use_awaitable));
+        if (ec) co_return;
+        continue;
+      }
+      if (n < 0) co_return;  // gone: the read side sees it next
+      at += static_cast<std::size_t>(n);
+    }
+  }
+
+  asio::awaitable<void> refuse(int code, std::string message) {
+    log_error(message);
+    if (message.size() > limits::message) message.resize(limits::message);
+    // A named reply: GCC 12 miscompiles braced temporaries inside co_await arguments.
+    const reply r = error{code, std::move(message)};
+    co_await send(r);
+  }
+
+  // One request and its reply; false when the connection is to close.
+  asio::awaitable<bool> serve_one() {
+    buf_.clear();
+    if (!co_await fill(4)) co_return false;
+    uint32_t len = 0;
+    std::string bad;
+    try {
+      len = frame_length(std::span<const uint8_t, 4>(buf_.data(), 4));
+    } catch (const bad_message& e) {
+      bad = e.what();
+    }
+    if (!bad.empty()) {
+      co_await refuse(EPROTO, bad);
+      co_return false;
+    }
+    if (greeted_) arm(frame_time);
+    bool whole = co_await fill(4 + std::size_t(len));
+    if (greeted_) deadline_.cancel();
+    if (!whole) co_return false;
+    request req;
+    try {
+      req = decode_request(std::span<const uint8_t>(buf_).subspan(4));
+    } catch (const bad_message& e) {
+      bad = e.what();
+    }
+    if (!bad.empty()) {
+      co_await refuse(EINVAL, bad);
+      co_return false;
+    }
+    auto fds = std::move(fds_);
+    fds_.clear();
+    if (!greeted_) {
+      auto* h = std::get_if<hello>(&req);
+      if (!h) {
+        co_await refuse(EPROTO, "the first message must be hello");
+        co_return false;
+      }
+      if (h->version != version) {
+        co_await refuse(EPROTO, "protocol version " + std::to_string(h->version) +
+                                    ", this helper speaks " + std::to_string(version));
+        co_return false;
+      }
+      if (fds.size() != 1) {
+        co_await refuse(EPROTO, "hello must carry the caller's /proc/self/ns/net (" +
+                                    std::to_string(fds.size()) + " descriptors came)");
+        co_return false;
+      }
+      if (auto why = ns_error(fds[0].get(), st_); !why.empty()) {
+        co_await refuse(EXDEV, why);
+        co_return false;
+      }
+      greeted_ = true;
+      deadline_.cancel();
+      const reply done = ok{};
+      co_await send(done);
+      co_return true;
+    }
+    net::unique_fd handed;
+    int code = 0;
+    try {
+      handed = handle(req);
+    } catch (const std::system_error& e) {
+      code = e.code().value();
+      bad = e.what();
+      // The client adds the errno's text itself.
+      if (auto tail = ": " + e.code().message(); bad.ends_with(tail))
+        bad.resize(bad.size() - tail.size());
+    } catch (const std::exception& e) {
+      code = EIO;
+      bad = e.what();
+    }
+    if (!bad.empty()) {
+      co_await refuse(code, bad);
+      co_return true;
+    }
+    const reply done = ok{};
+    co_await send(done, handed.get());
+    co_return true;  // `handed`, our copy, closes here
+  }
+
+  [[noreturn]] static void fail(int code, const std::string& why) {
+    throw std::system_error(code, std::generic_category(), why);
+  }
+
+  net::unique_fd handle(const request& req) {
+    if (std::holds_alternative<hello>(req)) fail(EPROTO, "hello: already greeted");
+    if (auto* i = std::get_if<install>(&req)) {
+      auto r = confine(i->rules, who_, owned_on_loopback);
+      if (auto it = st_.tables.find(r.table); it != st_.tables.end() && r.table != table_)
+        fail(EBUSY, "table inet " + r.table + " is held by another tprosshy of uid " +
+                        std::to_string(it->second.uid) + " (pid " + std::to_string(it->second.pid) +
+                        ")");
+      if (!nl_) nl_.emplace();
+      nl_->install(r);
+      release();
+      table_ = r.table;
+      st_.tables[table_] = {who_.uid, pid_};
+      installed_ = std::move(r);
+      spdlog::info("helper: uid {} pid {}: installed table inet {} ({} profiles)", who_.uid, pid_,
+                   table_, installed_->profiles.size());
+      return {};
+    }
+    if (auto* l = std::get_if<learn>(&req)) {
+      bool known = installed_ &&
+                   std::any_of(installed_->profiles.begin(), installed_->profiles.end(),
+                               [&](const auto& p) { return p.name == l->profile && p.learned; });
+      if (!known)
+        fail(ENOENT,
+             "learn: profile '" + l->profile + "' has no learned sets in the ruleset installed");
+      nl_->learn(l->profile, l->address, std::chrono::seconds(l->ttl));
+      return {};
+    }
+    if (std::holds_alternative<remove>(req)) {
+      if (nl_) nl_->remove();
+      if (!table_.empty())
+        spdlog::info("helper: uid {} pid {}: removed table inet {}", who_.uid, pid_, table_);
+      release();
+      installed_.reset();
+      return {};
+    }
+    const auto& s = std::get<socket>(req);
+    net::unique_fd fd(
+        ::socket(s.family == 4 ? AF_INET : AF_INET6,
+                 (s.kind == socket_kind::udp ? SOCK_DGRAM : SOCK_STREAM) | SOCK_CLOEXEC, 0));
+    if (!fd) fail(errno, "socket");
+    uint32_t mark = mark_for(who_);
+    if (::setsockopt(fd.get(), SOL_SOCKET, SO_MARK, &mark, sizeof mark) != 0)
+      fail(errno, "setting SO_MARK");
+    return fd;
+  }
+
+  local::socket sock_;
+  asio::steady_timer deadline_;
+  state& st_;
+  caller who_;
+  pid_t pid_ = 0;
+  bool greeted_ = false;
+  std::vector<uint8_t> buf_;
+  std::vector<net::unique_fd> fds_;
+  std::optional<nft::netlink> nl_;
+  std::string table_;
+  std::optional<nft::ruleset> installed_;
+};
+
+void start(asio::any_io_executor ex, local::socket s, state& st) {
+  asio::co_spawn(ex, connection::run(std::make_shared<connection>(std::move(s), st)),
+                 asio::detached);
+}
+
+asio::awaitable<void> accept_loop(local::acceptor& acceptor, state& st) {
+  auto ex = co_await asio::this_coro::executor;
+  asio::steady_timer pause(ex);
+  for (;;) {
+    auto [ec, s] = co_await acceptor.async_accept(as_tuple(use_awaitable));
+    if (ec == asio::error::operation_aborted || !acceptor.is_open()) co_return;
+    if (ec) {  // out of descriptors: back off instead of spinning
+      spdlog::warn("helper: accept: {}", ec.message());
+      pause.expires_after(std::chrono::milliseconds(100));
+      co_await pause.async_wait(as_tuple(use_awaitable));
+      continue;
+    }
+    if (st.connections >= max_connections) {
+      auto busy = encode(error{
+          EAGAIN, "the helper serves " + std::to_string(max_connections) + " connections already"});
+      (void)::send(s.native_handle(), busy.data(), busy.size(), MSG_DONTWAIT | MSG_NOSIGNAL);
+      spdlog::warn("helper: {} connections: refusing another", st.connections);
+      continue;
+    }
+    start(ex, std::move(s), st);
+  }
+}
+
+[[noreturn]] void fail(int err, const std::filesystem::path& path, const std::string& why) {
+  throw std::system_error(err, std::generic_category(), path.string() + ": " + why);
+}
+
+// A fresh listening socket at `path`: a stale one (nobody answers) is replaced, a live one
+// or anything else there is left alone.
+net::unique_fd listen_at(const std::filesystem::path& path) {
+  sockaddr_un a{};
+  a.sun_family = AF_UNIX;
+  if (path.native().size() >= sizeof a.sun_path) fail(ENAMETOOLONG, path, "too long");
+  std::memcpy(a.sun_path, path.c_str(), path.native().size());
+  struct stat st {};
+  if (::lstat(path.c_str(), &st) == 0) {
+    if (!S_ISSOCK(st.st_mode)) fail(EEXIST, path, "exists and is not a socket");
+    net::unique_fd probe(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+    if (::connect(probe.get(), reinterpret_cast<sockaddr*>(&a), sizeof a) == 0)
+      fail(EADDRINUSE, path, "another helper answers there");
+    if (::unlink(path.c_str()) != 0) fail(errno, path, "cannot remove the stale socket");
+  }
+  net::unique_fd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  if (!fd) fail(errno, path, "socket");
+  auto old = ::umask(0177);  // born 0600: nobody connects before the mode below is set
+  int rc = ::bind(fd.get(), reinterpret_cast<sockaddr*>(&a), sizeof a);
+  int err = errno;
+  ::umask(old);
+  if (rc != 0) fail(err, path, "bind");
+  // The group tprosshy, if the system has one, holds the users who may install rules.
+  if (const group* g = ::getgrnam("tprosshy")) {
+    if (::chown(path.c_str(), 0, g->gr_gid) != 0 || ::chmod(path.c_str(), 0660) != 0)
+      fail(errno, path, "setting its owner and mode");
+  }
+  if (::listen(fd.get(), 16) != 0) fail(errno, path, "listen");
+  return fd;
+}
+
+void setup_logging() {
+  if (!spdlog::get("helper")) {
+    spdlog::set_default_logger(spdlog::stderr_color_mt("helper"));
+    spdlog::set_pattern("%Y-%m-%d %H:%M:%S.%e %^%-5l%$ %v");
+    spdlog::flush_on(spdlog::level::trace);
+  }
+}
+
+bool is_unix_stream(int fd) {
+  int domain = 0, type = 0;
+  socklen_t len = sizeof domain;
+  if (::getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &domain, &len) != 0) return false;
+  len = sizeof type;
+  if (::getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &len) != 0) return false;
+  sockaddr_un peer{};
+  socklen_t plen = sizeof peer;
+  return domain == AF_UNIX && type == SOCK_STREAM &&
+         ::getpeername(fd, reinterpret_cast<sockaddr*>(&peer), &plen) == 0;
+}
+
+}  // namespace
+
+int serve(const options& o) {
+  setup_logging();
+  if (::geteuid() != 0) {
+    std::cerr << "tprosshy helper: must run as root (it installs nftables rules for its callers)\n";
+    return ex_noperm;
+  }
+  ::signal(SIGPIPE, SIG_IGN);
+  state st;
+  if (::stat("/proc/self/ns/net", &st.netns) != 0) {
+    std::cerr << "tprosshy helper: /proc/self/ns/net: " << std::strerror(errno) << "\n";
+    return ex_oserr;
+  }
+  asio::io_context io(1);
+  if (o.stdio) {
+    if (!is_unix_stream(0)) {
+      std::cerr << "tprosshy helper: --stdio needs a connected Unix stream socket on fd 0\n";
+      return ex_usage;
+    }
+    // The daemon that spawned us decides when its rules go: by closing the connection.
+    for (int sig : {SIGINT, SIGTERM, SIGHUP}) ::signal(sig, SIG_IGN);
+    start(io.get_executor(), local::socket(io, local(), 0), st);
+    io.run();
+    return 0;
+  }
+  net::unique_fd listener;
+  std::filesystem::path path = o.socket;
+  const char* pid = std::getenv("LISTEN_PID");
+  const char* fds = std::getenv("LISTEN_FDS");
+  if (path.empty() && pid && fds && std::atol(pid) == ::getpid() && std::string(fds) == "1") {
+    listener.reset(3);  // systemd's socket unit made it (and its mode)
+  } else {
+    if (path.empty()) path = default_socket;
+    try {
+      listener = listen_at(path);
+    } catch (const std::system_error& e) {
+      std::cerr << "tprosshy helper: " << e.what() << "\n";
+      return ex_oserr;
+    }
+  }
+  struct stat made {};  // to remove the socket file at the end only if it is still ours
+  if (!path.empty()) ::lstat(path.c_str(), &made);
+  local::acceptor acceptor(io, local(), listener.release());
+  asio::signal_set signals(io, SIGINT, SIGTERM);
+  sigset_t stop;
+  sigemptyset(&stop);
+  for (int sig : {SIGINT, SIGTERM}) sigaddset(&stop, sig);
+  ::sigprocmask(SIG_UNBLOCK, &stop, nullptr);  // main() blocks them until a signal_set exists
+  signals.async_wait([&](boost::system::error_code ec, int sig) {
+    if (ec) return;
+    spdlog::info("helper: signal {}: stopping", sig);
+    io.stop();
+  });
+  spdlog::info("helper: serving {}", path.empty() ? "the socket systemd passed" : path.string());
+  asio::co_spawn(io, accept_loop(acceptor, st), asio::detached);
+  io.run();
+  struct stat now {};
+  if (!path.empty() && ::lstat(path.c_str(), &now) == 0 && now.st_ino == made.st_ino &&
+      now.st_dev == made.st_dev)
+    ::unlink(path.c_str());
+  return 0;
+}
+
+}  // namespace tprosshy::helper
