@@ -4,13 +4,16 @@
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
 #include <sys/resource.h>
+#include <sys/socket.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
 #include <boost/asio/experimental/awaitable_operators.hpp>
 #include <boost/asio/io_context.hpp>
+#include <boost/asio/posix/stream_descriptor.hpp>
 #include <boost/asio/signal_set.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <csignal>
@@ -23,13 +26,14 @@
 #include <vector>
 
 #include "app/notify.hpp"
+#include "app/privileges.hpp"
 #include "config/config.hpp"
 #include "control/client.hpp"
 #include "control/metrics.hpp"
 #include "control/render.hpp"
 #include "control/server.hpp"
+#include "helper/client.hpp"
 #include "helper/server.hpp"
-#include "nft/netlink.hpp"
 #include "runtime/dns.hpp"
 #include "runtime/plan.hpp"
 #include "runtime/runtime.hpp"
@@ -57,9 +61,10 @@ constexpr const char* usage_text =
     "       tprosshy keyscan [-c FILE] [PROFILE...]\n"
     "                                         print each profile's servers' host keys, for\n"
     "                                         its host_keys\n"
-    "       tprosshy helper [--socket PATH | --stdio]\n"
+    "       tprosshy helper [--socket PATH | --stdio | --sudoers]\n"
     "                                         the privileged helper (root): installs rulesets\n"
-    "                                         for its callers\n"
+    "                                         for its callers; --sudoers prints the line that\n"
+    "                                         lets this user start one with sudo\n"
     "       tprosshy --version | --help\n"
     "\n"
     "  -c, --config FILE   config file (default ~/.tprosshy.yaml); reload and status find\n"
@@ -76,6 +81,7 @@ struct cli {
   bool json = false;               // status --json
   std::vector<std::string> names;  // keyscan PROFILE...
   helper::options helper;          // helper --socket PATH | --stdio
+  bool sudoers = false;            // helper --sudoers
 };
 
 std::optional<cli> parse_cli(int argc, char** argv, int& exit_code) {
@@ -98,6 +104,8 @@ std::optional<cli> parse_cli(int argc, char** argv, int& exit_code) {
                                : verb::keyscan;
     } else if (i == 0 && a == "helper") {
       c.what = verb::helper;
+    } else if (c.what == verb::helper && a == "--sudoers") {
+      c.sudoers = true;
     } else if (c.what == verb::helper && a == "--stdio" && c.helper.socket.empty()) {
       c.helper.stdio = true;
     } else if (c.what == verb::helper && a == "--socket" && i + 1 < args.size() &&
@@ -129,8 +137,10 @@ std::optional<cli> parse_cli(int argc, char** argv, int& exit_code) {
     }
   }
   if (c.config.empty()) {
+    // Under sudo, ~ is the user's, as it is for `sudo tprosshy -c ~/.tprosshy.yaml`.
     const char* home = std::getenv("HOME");
-    c.config = std::string(home ? home : "") + "/.tprosshy.yaml";
+    const auto u = sudo_user();
+    c.config = (u ? u->home : std::string(home ? home : "")) + "/.tprosshy.yaml";
   }
   return c;
 }
@@ -412,11 +422,74 @@ asio::awaitable<int> serve(runtime::runtime& rt, asio::signal_set& signals, cons
   co_return co_await stopped(ex_ok);
 }
 
+// The helper as runtime's kernel: every change of the ruleset goes through it.
+class helper_kernel final : public runtime::kernel {
+ public:
+  explicit helper_kernel(helper::client c) : c_(std::move(c)) {}
+  void install(const nft::ruleset& r) override { c_.install(r); }
+  void learn(const std::string& profile, const net::address& a, std::chrono::seconds ttl) override {
+    c_.learn(profile, a, ttl);
+  }
+  void remove() override { c_.remove(); }
+  bool confined() const override { return ::geteuid() != 0; }
+  int own_socket(int family, int type) override { return c_.marked_socket(family, type).release(); }
+  int fd() const { return c_.native_handle(); }
+
+ private:
+  helper::client c_;
+};
+
+constexpr const char* no_helper_text =
+    "a tprosshy not run by root installs its ruleset through the helper, and none could be "
+    "reached. Either join the group that may use the helper's socket (as root: systemctl "
+    "enable --now tprosshy-helper.socket; adduser $USER tprosshy; then log in again), or allow "
+    "sudo to start it (tprosshy helper --sudoers prints the line for /etc/sudoers.d/), or run "
+    "tprosshy as root";
+
+// A user's way to the helper: its socket, else `sudo tprosshy helper --stdio` when there is a
+// terminal to ask the password on.
+std::optional<helper::client> reach_helper(const config::config& cfg, std::string& why) {
+  try {
+    return helper::client::connect(cfg.helper_socket);
+  } catch (const std::system_error& e) {
+    why = cfg.helper_socket + ": " + e.code().message();
+  }
+  if (::isatty(STDIN_FILENO) || ::isatty(STDERR_FILENO)) {
+    std::cerr << "tprosshy: the helper's socket " << why << "; asking sudo to start one\n";
+    try {
+      return sudo_helper();
+    } catch (const std::system_error& e) {
+      why += "; sudo tprosshy helper --stdio: " + std::string(e.what());
+    }
+  }
+  return std::nullopt;
+}
+
 int run(const cli& c) {
+  // `sudo tprosshy -c FILE` with FILE the user's: the root half is the helper, the rest
+  // becomes the user before it reads any file, so the config never acts as root.
+  std::optional<helper::client> helper;
+  if (auto u = sudo_user(); u && owned_by(c.config, *u)) {
+    try {
+      helper = helper_for(*u);
+      become(*u);
+    } catch (const std::system_error& e) {
+      std::cerr << "tprosshy: cannot run as " << u->name << ": " << e.what() << "\n";
+      return ex_oserr;
+    }
+  }
   auto cfg = config::load(c.config);
   setup_logging(cfg.log_level, c.verbose);
-  if (!has_net_admin()) {
-    std::cerr << "tprosshy: needs CAP_NET_ADMIN to install its nftables rules (run as root)\n";
+  const bool root = ::geteuid() == 0;
+  if (root) {
+    if (auto why = config::unsafe_file(cfg)) {
+      std::cerr << "tprosshy: " << *why << "\n";
+      return ex_config;
+    }
+  } else if (cfg.mode == config::run_mode::gateway) {
+    std::cerr << "tprosshy: " << cfg.file.string()
+              << ": mode: gateway routes other hosts' traffic and needs a root tprosshy (run it "
+                 "as root, e.g. the tprosshy service)\n";
     return ex_noperm;
   }
   if (tunnel::find_ssh().empty()) {
@@ -425,18 +498,33 @@ int run(const cli& c) {
   }
   raise_fd_limit();
   std::signal(SIGPIPE, SIG_IGN);
-  std::optional<nft::netlink> nl;
-  try {
-    nl.emplace();
-  } catch (const std::system_error& e) {
-    std::cerr << "tprosshy: cannot open netlink: " << e.what() << "\n";
-    return e.code().value() == EPERM ? ex_noperm : ex_oserr;
+  if (!helper) {
+    if (root && !has_net_admin()) {
+      std::cerr << "tprosshy: needs CAP_NET_ADMIN to install its nftables rules\n";
+      return ex_noperm;
+    }
+    try {
+      if (root) {
+        helper = helper::client::spawn();
+      } else {
+        std::string why;
+        helper = reach_helper(cfg, why);
+        if (!helper) {
+          std::cerr << "tprosshy: " << why << "\ntprosshy: " << no_helper_text << "\n";
+          return ex_noperm;
+        }
+      }
+    } catch (const std::system_error& e) {
+      std::cerr << "tprosshy: cannot start the helper: " << e.what() << "\n";
+      return e.code().value() == EPERM ? ex_noperm : ex_oserr;
+    }
   }
+  helper_kernel kernel(std::move(*helper));
   // One io_context, one thread: every part of the runtime lives on it, unlocked.
   asio::io_context io(1);
   asio::signal_set signals(io, SIGINT, SIGTERM, SIGHUP);
   unblock_signals();
-  runtime::runtime rt(io.get_executor(), std::move(cfg), *nl);
+  runtime::runtime rt(io.get_executor(), std::move(cfg), kernel);
   const auto notify = notifier::from_environment();
   auto supervised = [&]() -> asio::awaitable<int> {
     using namespace asio::experimental::awaitable_operators;
@@ -445,6 +533,27 @@ int run(const cli& c) {
     auto r = co_await (serve(rt, signals, notify, c.verbose) || notify.watchdog());
     co_return r.index() == 0 ? std::get<0>(r) : ex_software;
   };
+  // The helper never speaks unasked: the socket turning readable between requests means it
+  // is gone, and the ruleset with it. Stop rather than run on without one.
+  bool helper_gone = false;
+  asio::posix::stream_descriptor watch(io, ::dup(kernel.fd()));
+  auto watch_helper = [&]() -> asio::awaitable<void> {
+    for (;;) {
+      auto [ec] = co_await watch.async_wait(asio::posix::descriptor_base::wait_read,
+                                            asio::as_tuple(use_awaitable));
+      if (ec == asio::error::operation_aborted) co_return;
+      char b;
+      const auto n = ::recv(watch.native_handle(), &b, 1, MSG_PEEK | MSG_DONTWAIT);
+      if (n < 0 && (errno == EAGAIN || errno == EINTR)) continue;
+      spdlog::critical(
+          "the helper is gone (its ruleset with it): stopping rather than run "
+          "without one");
+      helper_gone = true;
+      ::kill(::getpid(), SIGTERM);
+      co_return;
+    }
+  };
+  asio::co_spawn(io, watch_helper(), asio::detached);
   int code = ex_software;
   asio::co_spawn(io, supervised(), [&](std::exception_ptr e, int rc) {
     if (e) {
@@ -457,9 +566,10 @@ int run(const cli& c) {
       return;
     }
     code = rc;
+    watch.cancel();
   });
   io.run();
-  return code;
+  return helper_gone ? ex_unavailable : code;
 }
 
 }  // namespace
@@ -471,6 +581,10 @@ int main(int argc, char** argv) {
   auto c = parse_cli(argc, argv, code);
   if (!c) return code;
   try {
+    // Under sudo, a user's file is read as that user (a run splits off its helper first).
+    if (auto u = sudo_user();
+        u && c->what != verb::run && c->what != verb::helper && owned_by(c->config, *u))
+      become(*u);
     switch (c->what) {
       case verb::check:
         return check(*c);
@@ -480,6 +594,10 @@ int main(int argc, char** argv) {
       case verb::keyscan:
         return keyscan(*c);
       case verb::helper:
+        if (c->sudoers) {
+          std::cout << sudoers_line() << "\n";
+          return ex_ok;
+        }
         return helper::serve(c->helper);
       case verb::run:
         break;

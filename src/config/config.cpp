@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <glob.h>
+#include <pwd.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -9,6 +10,7 @@
 #include <cctype>
 #include <cerrno>
 #include <charconv>
+#include <cstdio>
 #include <cstring>
 #include <map>
 #include <system_error>
@@ -253,6 +255,7 @@ struct loader {
   std::vector<frame> stack;
   detail::budget spend;
   std::size_t includes = 0;
+  std::vector<fs::path> read;  // every file, as opened
 
   node load(const fs::path& real, const std::string& display) {
     auto f = read_file(real);
@@ -269,6 +272,7 @@ struct loader {
 
   node load_text(const std::string& text, const fs::path& real, const std::string& display) {
     sink.file(display);
+    read.push_back(fs::absolute(real));
     node doc = detail::parse(text, display, {.expand = true, .env = {}, .spend = &spend});
     std::unordered_set<const node*> rejected;
     schema.validate(doc, {.check_required = false, .sink = &sink, .rejected = &rejected});
@@ -452,7 +456,13 @@ struct builder {
     if (text_or(&root, "on_start_failure", "exit") == "retry")
       c.on_start_failure = start_failure::retry;
     if (const node* n = child(&root, "drain_timeout")) c.drain_timeout = to_duration(n->text);
-    c.control_socket = text_or(child(&root, "control"), "socket", c.control_socket);
+    c.control_socket = text_or(child(&root, "control"), "socket", default_control_socket());
+    if (const node* n = child(&root, "helper")) {
+      if (n->text.starts_with("/"))
+        c.helper_socket = n->text;
+      else
+        report(n->at, "helper", "'" + n->text + "' is not an absolute path");
+    }
     if (const node* n = child(child(&root, "metrics"), "listen")) {
       auto e = n->type == kind::integer ? parse_endpoint("127.0.0.1:" + n->text)
                                         : parse_endpoint(n->text);
@@ -627,6 +637,7 @@ config load_tree(const fs::path& file, node& root) {
     l.schema.validate(root, {.check_required = true, .sink = &sink, .rejected = &rejected});
     config c = builder{sink, rejected}.build(root, file);
     if (!sink.empty()) sink.raise();
+    c.files = std::move(l.read);
     return c;
   } catch (const errors&) {
     throw;
@@ -688,7 +699,83 @@ fs::path control_socket_of(const fs::path& file) {
   if (const node* c = root.find("control"); c && c->type == kind::map)
     if (const node* s = c->find("socket"); s && s->type == kind::string && !s->text.empty())
       return s->text;
-  return config{}.control_socket;
+  return default_control_socket();
+}
+
+namespace {
+
+std::string mode_text(mode_t m) {
+  char b[8];
+  std::snprintf(b, sizeof b, "%04o", static_cast<unsigned>(m & 07777));
+  return b;
+}
+
+std::optional<std::string> unsafe_path(const fs::path& file) {
+  const auto me = ::geteuid();
+  std::error_code ec;
+  const auto path = fs::absolute(file, ec);
+  struct stat st {};
+  if (::stat(path.c_str(), &st) != 0)
+    return path.string() + ": " + std::generic_category().message(errno);
+  auto owner = [](uid_t u) {
+    const passwd* pw = ::getpwuid(u);
+    return pw ? std::string(pw->pw_name) : "uid " + std::to_string(u);
+  };
+  if (st.st_uid != 0 && st.st_uid != me)
+    return path.string() + " is owned by " + owner(st.st_uid) + " (mode " + mode_text(st.st_mode) +
+           "); a root tprosshy reads only files of root's";
+  if (st.st_mode & (S_IWGRP | S_IWOTH))
+    return path.string() + " is writable by " + (st.st_mode & S_IWOTH ? "others" : "its group") +
+           " (owner " + owner(st.st_uid) + ", mode " + mode_text(st.st_mode) +
+           "); a root tprosshy reads only files nobody else may change (chmod go-w)";
+  for (auto dir = path.parent_path();; dir = dir.parent_path()) {
+    struct stat d {};
+    if (::stat(dir.c_str(), &d) != 0) break;
+    const bool sticky_root = d.st_uid == 0 && (d.st_mode & S_ISVTX);
+    if ((d.st_uid != 0 && d.st_uid != me) || ((d.st_mode & (S_IWGRP | S_IWOTH)) && !sticky_root))
+      return path.string() + ": its directory " + dir.string() + " (owner " + owner(d.st_uid) +
+             ", mode " + mode_text(d.st_mode) +
+             ") lets another user replace it; a root tprosshy reads only files nobody else may "
+             "change";
+    if (dir == dir.parent_path()) break;
+  }
+  return std::nullopt;
+}
+
+}  // namespace
+
+std::optional<std::string> unsafe_file(const config& c) {
+  std::vector<fs::path> files = c.files.empty() ? std::vector<fs::path>{c.file} : c.files;
+  for (auto& p : c.profiles)
+    for (std::size_t i = 0; i < p.ssh_args.size(); ++i) {
+      const auto& a = p.ssh_args[i];
+      std::string f = a == "-F" && i + 1 < p.ssh_args.size() ? p.ssh_args[++i]
+                      : a.starts_with("-F")                  ? a.substr(2)
+                                                             : "";
+      if (!f.empty() && f != "none") files.emplace_back(f);
+    }
+  for (auto& f : files)
+    if (auto why = unsafe_path(f)) return why;
+  return std::nullopt;
+}
+
+std::string default_control_socket() {
+  const auto uid = ::geteuid();
+  if (uid == 0) return "/run/tprosshy/control.sock";
+  auto owned_dir = [uid](const std::string& d) {
+    struct stat st {};
+    return !d.empty() && d.front() == '/' && ::stat(d.c_str(), &st) == 0 && S_ISDIR(st.st_mode) &&
+           st.st_uid == uid;
+  };
+  if (const char* x = std::getenv("XDG_RUNTIME_DIR"); x && owned_dir(x))
+    return std::string(x) + "/tprosshy/control.sock";
+  if (const auto run = "/run/user/" + std::to_string(uid); owned_dir(run))
+    return run + "/tprosshy/control.sock";
+  const char* home = std::getenv("HOME");
+  std::string h = home && *home ? home : "";
+  if (h.empty())
+    if (const passwd* pw = ::getpwuid(uid); pw && pw->pw_dir) h = pw->pw_dir;
+  return h + "/.cache/tprosshy/control.sock";
 }
 
 }  // namespace tprosshy::config

@@ -96,7 +96,8 @@ struct profile {
 };
 
 struct config {
-  std::filesystem::path file;  // the top-level file, absolute
+  std::filesystem::path file;                // the top-level file, absolute
+  std::vector<std::filesystem::path> files;  // every file read: this one, then its includes
   run_mode mode = run_mode::local;
   std::vector<std::string> gateway_interfaces;
   std::optional<net::address> listen_address;  // unset: 127.0.0.1 (local mode)
@@ -108,8 +109,9 @@ struct config {
   start_failure on_start_failure = start_failure::exit;
   std::chrono::milliseconds drain_timeout{300000};
   std::string control_socket = "/run/tprosshy/control.sock";
-  std::optional<endpoint> metrics_listen;  // none: no /metrics
-  std::vector<net::prefix> exclude;        // global: never redirected
+  std::string helper_socket = "/run/tprosshy-helper.sock";  // a user's way to its ruleset
+  std::optional<endpoint> metrics_listen;                   // none: no /metrics
+  std::vector<net::prefix> exclude;                         // global: never redirected
   std::string log_level = "info";
   std::vector<profile> profiles;  // in the order they were declared
 };
@@ -173,5 +175,17 @@ std::optional<std::string> parse_host_key(std::string_view line, std::string* wh
 // also when the file is otherwise invalid (so that `reload` can send it and have the
 // errors reported); the default when it cannot be read at all.
 std::filesystem::path control_socket_of(const std::filesystem::path& file);
+
+// For a root daemon, as sshd's StrictModes: every file the config was read from, and every
+// file ssh_args name with -F (whose `Match exec` runs commands), must be owned by root or by
+// this process's user and writable by nobody else, and every directory above it writable
+// by nobody else unless it is root's and sticky (as /tmp). The first file that is not, with
+// its owner and mode; nullopt when all are.
+std::optional<std::string> unsafe_file(const config& c);
+
+// control.socket's default for whoever runs this: /run/tprosshy/control.sock for root; for
+// another user $XDG_RUNTIME_DIR/tprosshy/control.sock, else /run/user/UID/tprosshy/ when
+// that directory is the user's, else ~/.cache/tprosshy/ (created 0700 when it is used).
+std::string default_control_socket();
 
 }  // namespace tprosshy::config

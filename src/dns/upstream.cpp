@@ -1,6 +1,7 @@
 #include "dns/upstream.hpp"
 
 #include <sys/socket.h>
+#include <unistd.h>
 
 #include <array>
 #include <boost/asio/as_tuple.hpp>
@@ -35,10 +36,22 @@ std::uint16_t random_id() {
   return static_cast<std::uint16_t>(gen());
 }
 
+// A socket of the server's family, marked as `o` says.
 template <class Socket>
-void set_mark(Socket& s, std::uint32_t mark) {
-  if (mark == 0) return;
-  if (::setsockopt(s.native_handle(), SOL_SOCKET, SO_MARK, &mark, sizeof mark) != 0)
+void open_marked(Socket& s, const typename Socket::protocol_type& p, const udp_options& o) {
+  if (o.open) {
+    const int fd = o.open(p.family(), p.type());
+    try {
+      s.assign(p, fd);
+    } catch (...) {
+      ::close(fd);
+      throw;
+    }
+    return;
+  }
+  s.open(p);
+  if (o.mark == 0) return;
+  if (::setsockopt(s.native_handle(), SOL_SOCKET, SO_MARK, &o.mark, sizeof o.mark) != 0)
     throw boost::system::system_error(errno, boost::system::system_category(), "SO_MARK");
 }
 
@@ -59,12 +72,11 @@ bool same_question(std::span<const std::uint8_t> answer, const message& query) {
 }
 
 // One query over a fresh TCP connection; for TC answers from UDP servers.
-awaitable<std::optional<bytes>> ask_tcp(tcp::endpoint server, bytes q, std::uint32_t mark,
+awaitable<std::optional<bytes>> ask_tcp(tcp::endpoint server, bytes q, const udp_options& o,
                                         std::chrono::milliseconds timeout) {
   auto ex = co_await asio::this_coro::executor;
   tcp::socket s(ex);
-  s.open(server.protocol());
-  set_mark(s, mark);
+  open_marked(s, server.protocol(), o);
   asio::steady_timer t(ex);
   t.expires_after(timeout);
   // `||` waits for the first *success*, so a failure must come back as a value, not an
@@ -353,8 +365,7 @@ awaitable<std::optional<bytes>> udp_upstream::query(bytes q) {
     try {
       // A fresh socket and ID per attempt: an off-path spoofer must guess both.
       udp::socket s(ex_);
-      s.open(server.protocol());
-      set_mark(s, opt_.mark);
+      open_marked(s, server.protocol(), opt_);
       const std::uint16_t id = random_id();
       bytes out = q;
       set_id(out, id);
@@ -383,8 +394,8 @@ awaitable<std::optional<bytes>> udp_upstream::query(bytes q) {
       }
       if (!answer) continue;
       if (parse_header(*answer)->tc()) {
-        if (auto full = co_await ask_tcp(tcp::endpoint(server.address(), server.port()), out,
-                                         opt_.mark, opt_.timeout);
+        if (auto full = co_await ask_tcp(tcp::endpoint(server.address(), server.port()), out, opt_,
+                                         opt_.timeout);
             full && get_id(*full) == id && same_question(*full, *qm))
           answer = std::move(full);
       }

@@ -72,6 +72,9 @@ class tcp_upstream : public upstream {
 struct udp_options {
   std::chrono::milliseconds timeout{2000};  // per server; then the next one is tried
   std::uint32_t mark = 0;                   // SO_MARK on every socket (0: none)
+  // Makes each socket instead, (family, SOCK_DGRAM or SOCK_STREAM) -> descriptor, for a
+  // process that may not set SO_MARK itself (the helper hands it marked ones). Throws.
+  std::function<int(int, int)> open;
 };
 
 class udp_upstream : public upstream {

@@ -70,7 +70,15 @@ client client::connect(const std::filesystem::path& path) {
 client client::spawn(const std::filesystem::path& exe) {
   int sv[2];
   if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) fail(errno, "socketpair");
-  net::unique_fd ours(sv[0]), theirs(sv[1]);
+  // The binary's own path, so that the helper shows as tprosshy (not "exe") in ps.
+  std::error_code ec;
+  auto path = std::filesystem::canonical(exe, ec);
+  if (ec) path = exe;
+  return spawn({path.string(), "helper", "--stdio"}, net::unique_fd(sv[0]), net::unique_fd(sv[1]));
+}
+
+client client::spawn(const std::vector<std::string>& args, net::unique_fd ours,
+                     net::unique_fd theirs) {
   posix_spawn_file_actions_t fa;
   posix_spawnattr_t attr;
   posix_spawn_file_actions_init(&fa);
@@ -81,13 +89,16 @@ client client::spawn(const std::filesystem::path& exe) {
   sigemptyset(&none);
   posix_spawnattr_setsigmask(&attr, &none);
   posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK);
-  char arg0[] = "tprosshy", arg1[] = "helper", arg2[] = "--stdio";
-  char* argv[] = {arg0, arg1, arg2, nullptr};
+  std::vector<std::string> copy = args;
+  std::vector<char*> argv;
+  for (auto& a : copy) argv.push_back(a.data());
+  argv.push_back(nullptr);
+  // argv[0] names the program run; the helper itself shows as "tprosshy".
   pid_t pid = 0;
-  int rc = ::posix_spawn(&pid, exe.c_str(), &fa, &attr, argv, environ);
+  int rc = ::posix_spawn(&pid, copy.front().c_str(), &fa, &attr, argv.data(), environ);
   posix_spawn_file_actions_destroy(&fa);
   posix_spawnattr_destroy(&attr);
-  if (rc != 0) fail(rc, "cannot start " + exe.string());
+  if (rc != 0) fail(rc, "cannot start " + copy.front());
   theirs.reset();
   client c(std::move(ours), pid);
   c.hello();

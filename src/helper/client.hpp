@@ -8,6 +8,7 @@
 #include <chrono>
 #include <filesystem>
 #include <string>
+#include <vector>
 
 #include "helper/protocol.hpp"
 #include "net/fd.hpp"
@@ -30,6 +31,11 @@ class client {
   // (no PDEATHSIG), so a crashed daemon's rules still go in order. `exe` must be root's to
   // work: a non-root helper exits 77, which throws ECONNRESET naming that exit.
   static client spawn(const std::filesystem::path& exe = "/proc/self/exe");
+  // The same with another command line (argv[0] the program's path, e.g. sudo's) over a
+  // socket pair made by the caller: the helper names its caller by the credentials of
+  // whoever made the pair.
+  static client spawn(const std::vector<std::string>& argv, net::unique_fd ours,
+                      net::unique_fd theirs);
 
   void hello();  // sends /proc/self/ns/net by SCM_RIGHTS
   // The helper confines what it installs (confine.hpp): table, mark and, for a non-root

@@ -83,12 +83,14 @@ struct dns_front::impl {
   std::uint64_t cache_hits = 0;
   std::map<std::string, std::uint64_t> local_answers;
 
+  socket_fn own_socket;
+
   std::shared_ptr<dns::upstream> make_local(const config::config& cfg) {
     auto eps = local_upstream(cfg, resolvers);
     if (eps.empty()) spdlog::warn("dns: no local upstream nameserver; other names get REFUSED");
-    return eps.empty()
-               ? nullptr
-               : std::make_shared<dns::udp_upstream>(ex, eps, dns::udp_options{.mark = own_mark});
+    return eps.empty() ? nullptr
+                       : std::make_shared<dns::udp_upstream>(
+                             ex, eps, dns::udp_options{.mark = own_mark, .open = own_socket});
   }
 };
 
@@ -98,11 +100,12 @@ dns_front::~dns_front() = default;
 std::unique_ptr<dns_front> dns_front::make(asio::any_io_executor ex, const config::config& cfg,
                                            const std::vector<asio::ip::address>& listen,
                                            const std::vector<std::shared_ptr<profile>>& profiles,
-                                           learn_fn learn) {
+                                           learn_fn learn, socket_fn own_socket) {
   auto r = routes_of(profiles);
   if (r.router.empty()) return nullptr;
   auto i = std::make_unique<impl>();
   i->ex = ex;
+  i->own_socket = std::move(own_socket);
   i->resolvers = read_resolv_conf("/etc/resolv.conf");
   i->upstream_config = cfg.dns_upstream;
   i->profiles = profiles;

@@ -20,12 +20,15 @@ class dns_front {
   // (profile, address, TTL in seconds) for the addresses a profile's nameserver answered.
   using learn_fn = std::function<void(profile&, const net::address&, std::uint32_t)>;
 
+  // (family, socket type) -> a socket the ruleset never redirects; unset: marked here.
+  using socket_fn = std::function<int(int, int)>;
+
   // Binds the DNS port on `listen`. Null when no enabled profile has DNS domains: then
   // nothing is captured. Throws boost::system::system_error.
   static std::unique_ptr<dns_front> make(boost::asio::any_io_executor ex, const config::config& cfg,
                                          const std::vector<boost::asio::ip::address>& listen,
                                          const std::vector<std::shared_ptr<profile>>& profiles,
-                                         learn_fn learn);
+                                         learn_fn learn, socket_fn own_socket = {});
   ~dns_front();
 
   // A reload: the profiles now enabled (in config order) take the names their domains

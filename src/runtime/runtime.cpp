@@ -44,12 +44,12 @@ struct snapshot {
 }  // namespace
 
 struct runtime::impl {
-  impl(asio::any_io_executor e, config::config c, nft::netlink& n)
+  impl(asio::any_io_executor e, config::config c, kernel& n)
       : ex(std::move(e)), cfg(std::move(c)), nl(n), changed(ex, 1), expiry(ex) {}
 
   asio::any_io_executor ex;
   config::config cfg;
-  nft::netlink& nl;
+  kernel& nl;
   tunnel::control_dir dir;
   std::map<std::string, std::shared_ptr<profile>> profiles;  // by name: the one owner
   std::vector<std::shared_ptr<profile>> draining;            // replaced or removed by a reload
@@ -155,6 +155,11 @@ struct runtime::impl {
 
   void install() { put(ruleset(cfg, *current, in_order())); }
 
+  dns_front::socket_fn own_socket() {
+    if (!nl.confined()) return {};
+    return [this](int family, int type) { return nl.own_socket(family, type); };
+  }
+
   // The kernel's copy changes only here, so `active` is what it holds.
   void put(nft::ruleset r) {
     nl.install(r);
@@ -205,7 +210,7 @@ struct runtime::impl {
   }
 };
 
-runtime::runtime(asio::any_io_executor ex, config::config cfg, nft::netlink& nl)
+runtime::runtime(asio::any_io_executor ex, config::config cfg, kernel& nl)
     : impl_(std::make_unique<impl>(std::move(ex), std::move(cfg), nl)) {
   auto& i = *impl_;
   auto snap = std::make_shared<snapshot>();
@@ -251,7 +256,8 @@ void runtime::listen() {
   try {
     i.dns = dns_front::make(
         i.ex, i.cfg, addrs, i.in_order(),
-        [&i](profile& p, const net::address& a, std::uint32_t ttl) { i.learn(p, a, ttl); });
+        [&i](profile& p, const net::address& a, std::uint32_t ttl) { i.learn(p, a, ttl); },
+        i.own_socket());
   } catch (const boost::system::system_error& e) {
     throw listen_error("cannot listen on DNS port " + std::to_string(i.cfg.dns_port) + ": " +
                        e.code().message());
@@ -347,6 +353,7 @@ asio::awaitable<runtime::reload_result> runtime::impl::reload(const std::filesys
   if (next.dns_port != cfg.dns_port) fixed.push_back("listen.dns_port");
   if (next.cache_size != cfg.cache_size) fixed.push_back("dns.cache_size");
   if (next.control_socket != cfg.control_socket) fixed.push_back("control.socket");
+  if (next.helper_socket != cfg.helper_socket) fixed.push_back("helper");
   if (text(next.metrics_listen) != text(cfg.metrics_listen)) fixed.push_back("metrics.listen");
   if (!fixed.empty()) {
     std::string keys;
@@ -413,7 +420,8 @@ asio::awaitable<runtime::reload_result> runtime::impl::reload(const std::filesys
     try {
       fresh_dns = dns_front::make(
           ex, next, addrs, enabled,
-          [this](profile& p, const net::address& a, std::uint32_t ttl) { learn(p, a, ttl); });
+          [this](profile& p, const net::address& a, std::uint32_t ttl) { learn(p, a, ttl); },
+          own_socket());
     } catch (const boost::system::system_error& e) {
       co_return reload_result{71, "cannot listen on DNS port " + std::to_string(next.dns_port) +
                                       ": " + e.code().message() + "; nothing was changed"};

@@ -16,7 +16,7 @@
 
 #include "config/config.hpp"
 #include "control/status.hpp"
-#include "nft/netlink.hpp"
+#include "nft/ruleset.hpp"
 #include "runtime/profile.hpp"
 
 namespace tprosshy::runtime {
@@ -26,9 +26,24 @@ struct listen_error : std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
+// Where the ruleset goes: the helper process (see DESIGN.md, "Trust boundary"). Each call
+// is one atomic change or throws std::system_error saying what was refused.
+class kernel {
+ public:
+  virtual ~kernel() = default;
+  virtual void install(const nft::ruleset& r) = 0;
+  virtual void learn(const std::string& profile, const net::address& a,
+                     std::chrono::seconds ttl) = 0;
+  virtual void remove() = 0;
+  // Whether this process may not mark its sockets itself (no CAP_NET_ADMIN): then its own
+  // sockets, which the ruleset must never redirect, come from own_socket().
+  virtual bool confined() const = 0;
+  virtual int own_socket(int family, int type) = 0;
+};
+
 class runtime {
  public:
-  runtime(boost::asio::any_io_executor ex, config::config cfg, nft::netlink& nl);
+  runtime(boost::asio::any_io_executor ex, config::config cfg, kernel& k);
   ~runtime();
   runtime(const runtime&) = delete;
   runtime& operator=(const runtime&) = delete;

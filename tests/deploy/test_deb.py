@@ -124,6 +124,9 @@ class DebianPackage(unittest.TestCase):
             units = [f for f in self.files if f.endswith("/systemd/system/tprosshy.service")]
             self.assertEqual(len(units), 1, f"the systemd unit is not in the package: {units}")
             self.unit = units[0]
+            for name in ("tprosshy-helper.service", "tprosshy-helper.socket"):
+                self.assertEqual(len([f for f in self.files
+                                      if f.endswith(f"/systemd/system/{name}")]), 1, name)
 
     # -- installed into a fresh Debian 12
 
@@ -200,6 +203,12 @@ class DebianPackage(unittest.TestCase):
             if (SOURCE_DIR / "systemd/tprosshy.service.in").exists():
                 unit = run(["sh", "-c", "cat /lib/systemd/system/tprosshy.service"]).stdout
                 self.assertIn("ExecStart=/usr/bin/tprosshy ", unit)
+                unit = run(["cat", "/lib/systemd/system/tprosshy-helper.service"]).stdout
+                self.assertIn("ExecStart=/usr/bin/tprosshy helper\n", unit)
+                sock = run(["cat", "/lib/systemd/system/tprosshy-helper.socket"]).stdout
+                self.assertIn("SocketGroup=tprosshy\n", sock)
+            # The group that grants the helper, made by the package.
+            self.assertTrue(run(["getent", "group", "tprosshy"]).stdout.startswith("tprosshy:"))
 
             # Purge leaves nothing of it.
             run(["apt-get", "purge", "-y", "-q", "tprosshy"])

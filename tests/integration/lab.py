@@ -505,3 +505,53 @@ def read_env(path):
             k, v = line.split("=", 1)
             env[k] = v
     return env
+
+
+class LocalUser:
+    """A local account for a test (a laptop's owner, another local user): created with a home
+    of its own, every process of it killed and the account removed by remove(). Runs
+    commands as itself in a lab namespace with a clean environment (HOME, USER, PATH and
+    what `env` adds)."""
+
+    def __init__(self, lab, tag, groups=()):
+        self.lab = lab
+        self.name = f"tpu{tag}{lab.name}"[:32]
+        self.home = Path(f"/tmp/{self.name}.home")
+        subprocess.run(["useradd", "--home-dir", self.home, "--create-home", "--shell",
+                        "/bin/sh", "--user-group", *(["--groups", ",".join(groups)] if groups
+                                                     else []), self.name],
+                       check=True, capture_output=True, timeout=30)
+        import pwd
+        pw = pwd.getpwnam(self.name)
+        self.uid, self.gid = pw.pw_uid, pw.pw_gid
+        atexit.register(self.remove)
+
+    def env(self, **extra):
+        e = {"HOME": str(self.home), "USER": self.name, "LOGNAME": self.name,
+             "PATH": "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin"}
+        e.update({k: str(v) for k, v in extra.items()})
+        return e
+
+    def argv(self, argv, **env):
+        """argv run as this user, all its groups, nothing of ours in its environment."""
+        return ["setpriv", f"--reuid={self.uid}", f"--regid={self.gid}", "--init-groups",
+                "env", "-i", *(f"{k}={v}" for k, v in self.env(**env).items()), *map(str, argv)]
+
+    def write(self, rel, text, mode=0o600):
+        path = self.home / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        os.chown(path.parent, self.uid, self.gid)
+        path.write_text(text)
+        os.chown(path, self.uid, self.gid)
+        path.chmod(mode)
+        return path
+
+    def remove(self):
+        if self.name is None:
+            return
+        subprocess.run(["pkill", "-KILL", "-u", self.name], capture_output=True, timeout=10)
+        time.sleep(0.1)
+        subprocess.run(["userdel", "--remove", "--force", self.name], capture_output=True,
+                       timeout=30)
+        subprocess.run(["rm", "-rf", str(self.home)], capture_output=True, timeout=30)
+        self.name = None

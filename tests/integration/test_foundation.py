@@ -129,12 +129,14 @@ class Foundation(LabTestCase):
         self.assertEqual(r.returncode, 66, r.stderr)
         self.assertIn("/nonexistent/tprosshy.yaml", r.stderr)
 
-    def test_without_net_admin_exits_77(self):
-        cfg = self.public_config()
+    def test_a_user_without_a_helper_exits_77_saying_both_ways(self):
+        cfg = self.public_config("helper: /nonexistent/helper.sock\n" + ONE)
         r = self.lab.exec("client", ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
                                      tprosshy_bin(), "-c", str(cfg)])
         self.assertEqual(r.returncode, 77, r.stderr)
-        self.assertIn("CAP_NET_ADMIN", r.stderr)
+        self.assertIn("/nonexistent/helper.sock", r.stderr)
+        self.assertIn("tprosshy-helper.socket", r.stderr)
+        self.assertIn("tprosshy helper --sudoers", r.stderr)
         self.assertIsNone(self.lab.nft_table())
         self.assertEqual(self.ssh_count(), 0)
 

@@ -1,0 +1,301 @@
+"""Your own ssh, never root's: a user's tprosshy runs as that user (their ~/.ssh/config,
+known_hosts and agent), and only the helper, a process of its own, is root; `sudo tprosshy`
+drops to the user before it reads a file; a root tprosshy reads only files nobody else may
+change."""
+import os
+import re
+import shutil
+import signal
+import subprocess
+import time
+import unittest
+from pathlib import Path
+
+from lab import SOURCE_DIR, LabTestCase, LocalUser, parse_http, parse_who, tprosshy_bin, wait_until
+
+ASKPASS = "#!/bin/sh\necho '{passphrase}'\n"
+
+
+def descendants(pid):
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        try:
+            kids = Path(f"/proc/{p}/task/{p}/children").read_text().split()
+        except OSError:
+            continue
+        for k in map(int, kids):
+            out.append(k)
+            todo.append(k)
+    return out
+
+
+def uid_of(pid):
+    try:
+        for ln in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if ln.startswith("Uid:"):
+                return int(ln.split()[2])  # effective
+    except OSError:
+        return None
+
+
+def comm(pid):
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().strip()
+    except OSError:
+        return "?"
+
+
+class OwnSsh(LabTestCase):
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        lab = cls.lab
+        cls.made_group = subprocess.run(["getent", "group", "tprosshy"],
+                                        capture_output=True).returncode != 0
+        if cls.made_group:
+            subprocess.run(["groupadd", "--system", "tprosshy"], check=True, timeout=30)
+        # What the users run must be theirs to read and run, wherever the tree is.
+        cls.shared = Path(f"/tmp/tpl-{lab.name}-shared")
+        cls.shared.mkdir(mode=0o755)
+        cls.bin = cls.shared / "tprosshy"
+        shutil.copy2(tprosshy_bin(), cls.bin)
+        for f in ("client.py", "relay.py", "echo_hold.py"):
+            shutil.copy2(SOURCE_DIR / "tests" / "lab" / f, cls.shared / f)
+        os.chmod(cls.shared, 0o755)
+        cls.helper_socket = cls.shared / "helper.sock"
+        cls.helper_log = open(lab.state / "helper.log", "ab")
+        cls.helper = lab.popen("client", [cls.bin, "helper", "--socket", cls.helper_socket],
+                               stdout=cls.helper_log, stderr=subprocess.STDOUT)
+        wait_until(cls.helper_socket.exists, 10, what="helper socket")
+        cls.owner = LocalUser(lab, "o", groups=["tprosshy"])
+        cls.agent_sock = cls.setup_ssh(cls.owner)
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.owner.remove()
+        if getattr(cls, "second", None):
+            cls.second.remove()
+        super().tearDownClass()
+        cls.helper_log.close()
+        shutil.rmtree(cls.shared, ignore_errors=True)
+        if cls.made_group:
+            subprocess.run(["groupdel", "tprosshy"], capture_output=True, timeout=30)
+
+    @classmethod
+    def setup_ssh(cls, u):
+        """A passphrase key held only in the user's own agent, an alias only in their
+        ~/.ssh/config, the server's key only in their known_hosts."""
+        lab = cls.lab
+        passphrase = "correct horse battery"
+        key = u.home / ".ssh" / "id_corp"
+        u.write(".ssh/config", f"""Host corp
+  HostName {lab['SRV1_IP4']}
+  User root
+  IdentityFile ~/.ssh/id_corp
+  IdentitiesOnly yes
+  UserKnownHostsFile ~/.ssh/known_hosts
+  GlobalKnownHostsFile /dev/null
+  StrictHostKeyChecking yes
+""")
+        u.write(".ssh/known_hosts", Path(lab["KNOWN_HOSTS"]).read_text())
+        askpass = u.write("askpass", ASKPASS.format(passphrase=passphrase), mode=0o700)
+        subprocess.run(u.argv(["ssh-keygen", "-q", "-t", "ed25519", "-N", passphrase, "-f", key]),
+                       check=True, timeout=30)
+        with open(lab.state / "authorized_keys", "a") as f:
+            f.write((key.parent / "id_corp.pub").read_text())
+        agent_sock = u.home / "agent.sock"
+        lab.popen("client", u.argv(["ssh-agent", "-D", "-a", agent_sock]),
+                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_until(agent_sock.exists, 10, what="ssh-agent socket")
+        r = lab.exec("client", u.argv(["ssh-add", key], SSH_AUTH_SOCK=agent_sock,
+                                      SSH_ASKPASS=askpass, SSH_ASKPASS_REQUIRE="force",
+                                      DISPLAY="none"))
+        assert r.returncode == 0, r.stderr
+        # The user's own ssh works, as it would in their terminal.
+        r = lab.exec("client", u.argv(["ssh", "-o", "BatchMode=yes", "corp", "true"],
+                                      SSH_AUTH_SOCK=agent_sock), timeout=30)
+        assert r.returncode == 0, r.stderr
+        return agent_sock
+
+    def config(self, extra_args=(), include=None, subnet="T1_NET4"):
+        args = "".join(f', "{a}"' for a in extra_args)
+        text = f"helper: {self.helper_socket}\n"
+        if include:
+            text += f"include: [{include}]\n"
+        text += f"""profiles:
+  corp:
+    host: corp
+    ssh_args: ["-o", "ConnectTimeout=5"{args}]
+    subnets: ["{self.lab[subnet]}"]
+"""
+        return text
+
+    def run_as(self, u, argv, log, **env):
+        return self.lab.popen("client", u.argv(argv, **env), stdout=log,
+                              stderr=subprocess.STDOUT)
+
+    def get_as(self, u, host, timeout=5):
+        """GET /who from the client namespace as user u: the parsed answer, or the error."""
+        argv = ["python3", self.shared / "client.py", "http", host, 80, "GET", "/who",
+                "--timeout", timeout]
+        argv = u.argv(argv) if u else ["setpriv", "--reuid=65534", "--regid=65534",
+                                       "--clear-groups", *map(str, argv)]
+        r = self.lab.exec("client", argv, timeout=timeout + 30, text=False)
+        if r.returncode != 0:
+            return r.stderr.decode(errors="replace")
+        return parse_who(parse_http(r.stdout)[1])
+
+    def wait_ready(self, proc, log_path, timeout=40):
+        def ready():
+            text = log_path.read_text(errors="replace")
+            if re.search(r"(?<!not )\bready\b", text):
+                return True
+            if proc.poll() is not None:
+                raise AssertionError(f"tprosshy exited {proc.returncode}:\n{text}")
+            return False
+        wait_until(ready, timeout, interval=0.05, what="tprosshy ready")
+
+    def test_a_users_tprosshy_uses_their_ssh_and_routes_only_their_flows(self):
+        lab, u = self.lab, self.owner
+        cfg = u.write(".tprosshy.yaml", self.config())
+        log_path = lab.state / "owner.log"
+        with open(log_path, "ab") as log:
+            t = self.run_as(u, [self.bin, "-c", cfg], log, SSH_AUTH_SOCK=self.agent_sock)
+        self.addCleanup(lambda: t.poll() is None and os.killpg(t.pid, signal.SIGKILL))
+        self.wait_ready(t, log_path)
+        who = self.get_as(u, lab["T1_IP4"])
+        self.assertIsInstance(who, dict, who)
+        self.assertEqual((who["name"], who["peer"]), ("t1", lab["SRV1_NET_IP4"]))
+        # Every process of the run is the user's: tprosshy, its ssh masters.
+        daemon = [p for p in descendants(t.pid) if comm(p) == "tprosshy"]
+        self.assertTrue(daemon, "no tprosshy process")
+        procs = descendants(t.pid)
+        sshs = [p for p in procs if comm(p) == "ssh"]
+        self.assertTrue(sshs)
+        for p in procs:
+            self.assertEqual(uid_of(p), u.uid, f"{p} {comm(p)} is not the user's")
+        # Its table is its own and routes only its sockets.
+        tables = lab.nft_tables()
+        self.assertIn(f"inet tprosshy_u{u.uid}", tables)
+        self.assertNotIn("inet tprosshy", tables)
+        table = lab.nft_table(name=f"tprosshy_u{u.uid}")
+        for ln in table.splitlines():
+            if "redirect" in ln:
+                self.assertIn(f"meta skuid {u.uid}", ln)
+        # Another local user is not redirected: as without tprosshy, no route there.
+        self.assertIsInstance(self.get_as(None, lab["T1_IP4"], timeout=2), str)
+        # ... and cannot even reach the helper.
+        r = lab.exec("client", ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+                                "python3", "-c",
+                                "import socket,sys; s=socket.socket(socket.AF_UNIX);"
+                                "s.connect(sys.argv[1])", self.helper_socket])
+        self.assertIn("PermissionError", r.stderr)
+        # The status is the user's own, at the user's own control socket.
+        r = lab.exec("client", u.argv([self.bin, "status", "-c", cfg]))
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertIn("profile corp: up", r.stdout)
+        # Killed, its table goes with it.
+        os.killpg(t.pid, signal.SIGKILL)
+        t.wait(10)
+        wait_until(lambda: f"inet tprosshy_u{u.uid}" not in lab.nft_tables(), 3,
+                   what="the user's table gone")
+
+    def test_two_users_at_once_each_with_their_own_table(self):
+        lab, a = self.lab, self.owner
+        if not getattr(type(self), "second", None):
+            type(self).second = LocalUser(lab, "s", groups=["tprosshy"])
+            type(self).second_agent = self.setup_ssh(type(self).second)
+        b = type(self).second
+        runs = {}
+        for u, agent, subnet in ((a, self.agent_sock, "T1_NET4"),
+                                 (b, type(self).second_agent, "T2_NET4")):
+            cfg = u.write(".tprosshy.yaml", self.config(subnet=subnet).replace(
+                f"HostName {lab['SRV1_IP4']}", ""))
+            log_path = lab.state / f"two-{u.name}.log"
+            with open(log_path, "ab") as log:
+                t = self.run_as(u, [self.bin, "-c", cfg], log, SSH_AUTH_SOCK=agent)
+            self.addCleanup(lambda t=t: t.poll() is None and os.killpg(t.pid, signal.SIGKILL))
+            runs[u.name] = (t, log_path)
+        for t, log_path in runs.values():
+            self.wait_ready(t, log_path)
+        tables = lab.nft_tables()
+        self.assertIn(f"inet tprosshy_u{a.uid}", tables)
+        self.assertIn(f"inet tprosshy_u{b.uid}", tables)
+        # Each user's flows go through their own tunnel, and only theirs: a's profile routes
+        # t1's network, b's t2's; neither routes the other's sockets.
+        self.assertEqual(self.get_as(a, lab["T1_IP4"])["peer"], lab["SRV1_NET_IP4"])
+        self.assertEqual(self.get_as(b, lab["T2_IP4"])["peer"], lab["SRV1_NET_IP4"])
+        self.assertIsInstance(self.get_as(a, lab["T2_IP4"], timeout=2), str)
+        self.assertIsInstance(self.get_as(b, lab["T1_IP4"], timeout=2), str)
+        # b's open flow outlives a's tprosshy.
+        go = self.shared / "go"
+        hold = lab.popen("client", b.argv(["python3", self.shared / "echo_hold.py", lab["T2_IP4"],
+                                           lab["ECHO_PORT"], go]),
+                         stdout=subprocess.PIPE, text=True)
+        self.assertEqual(hold.stdout.readline().strip(), "open")
+        ta = runs[a.name][0]
+        ta.send_signal(signal.SIGTERM)
+        self.assertEqual(ta.wait(15), 0)
+        wait_until(lambda: f"inet tprosshy_u{a.uid}" not in lab.nft_tables(), 3,
+                   what="a's table gone")
+        self.assertIn(f"inet tprosshy_u{b.uid}", lab.nft_tables())
+        go.touch()
+        out, _ = hold.communicate(timeout=60)
+        self.assertEqual(out.strip(), "ok")
+
+    def test_sudo_tprosshy_becomes_the_user(self):
+        lab, u = self.lab, self.owner
+        record = u.home / "proxy.record"
+        relay = f"ProxyCommand=python3 {self.shared / 'relay.py'} {record} %h %p"
+        cfg = u.write(".tprosshy.yaml", self.config(extra_args=["-o", relay]))
+        sudoers = Path(f"/etc/sudoers.d/tpl-{lab.name}")
+        sudoers.write_text(f"{u.name} ALL=(root) NOPASSWD: {self.bin}\n")
+        sudoers.chmod(0o440)
+        self.addCleanup(sudoers.unlink)
+        log_path = lab.state / "sudo.log"
+        with open(log_path, "ab") as log:
+            t = self.run_as(u, ["sudo", "-n", "--preserve-env=SSH_AUTH_SOCK", self.bin, "-c", cfg],
+                            log, SSH_AUTH_SOCK=self.agent_sock)
+        self.addCleanup(lambda: t.poll() is None and subprocess.run(
+            ["pkill", "-KILL", "-f", str(self.bin) + " -c " + str(cfg)]))
+        self.wait_ready(t, log_path)
+        who = self.get_as(u, lab["T1_IP4"])
+        self.assertIsInstance(who, dict, who)
+        self.assertEqual(who["peer"], lab["SRV1_NET_IP4"])
+        self.assertEqual(record.read_text().split(), [f"uid={u.uid}"])
+        sshs = [p for p in descendants(t.pid) if comm(p) == "ssh"]
+        self.assertTrue(sshs)
+        for p in sshs:
+            self.assertEqual(uid_of(p), u.uid)
+        self.assertIn(f"inet tprosshy_u{u.uid}", lab.nft_tables())
+        t.send_signal(signal.SIGTERM)  # to sudo, which passes it on
+        t.wait(15)
+        wait_until(lambda: f"inet tprosshy_u{u.uid}" not in lab.nft_tables(), 3,
+                   what="the user's table gone")
+
+    def test_sudo_tprosshy_reads_files_as_the_user(self):
+        lab, u = self.lab, self.owner
+        cfg = u.write(".tprosshy.yaml", self.config(include="/etc/shadow"))
+        sudoers = Path(f"/etc/sudoers.d/tpl-{lab.name}")
+        sudoers.write_text(f"{u.name} ALL=(root) NOPASSWD: {self.bin}\n")
+        sudoers.chmod(0o440)
+        self.addCleanup(sudoers.unlink)
+        r = lab.exec("client", u.argv(["sudo", "-n", self.bin, "-c", cfg]), timeout=30)
+        out = r.stdout + r.stderr
+        self.assertNotEqual(r.returncode, 0, out)
+        self.assertIn("Permission denied", out)
+        self.assertNotIn("root:", out)  # no line of it is echoed
+
+    def test_a_root_tprosshy_refuses_a_config_others_may_change(self):
+        t = self.tprosshy(f"profiles:\n  corp: {{host: srv1, ssh_args: [\"-F\", \"@SSH_CONFIG@\"], "
+                          f"subnets: [\"@T1_NET4@\"]}}\n", start=False)
+        t.config_path.chmod(0o664)
+        t.start()
+        self.assertEqual(t.wait_exit(15), 78, t.log())
+        self.assertIn(str(t.config_path), t.log())
+        self.assertIn("0664", t.log())
+
+
+if __name__ == "__main__":
+    unittest.main(verbosity=2)
