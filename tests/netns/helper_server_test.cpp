@@ -451,6 +451,52 @@ TEST_F(helper_server, one_table_per_name_two_uids_two_tables) {
   EXPECT_TRUE(table_exists("tprosshy"));
 }
 
+TEST_F(helper_server, connections_are_bounded_in_all_and_per_user) {
+  as_user u(nobody, [&](const as_user::hold& hold) {
+    std::vector<net::unique_fd> open;
+    for (size_t i = 0; i < limits::user_connections; ++i) open.push_back(raw_connect(path_));
+    auto extra = raw_connect(path_);
+    hold(raw_reply(extra.get()));
+    return "";
+  });
+  EXPECT_EQ(u.result(), "error 11: uid 65534 has 8 connections to the helper already");
+  u.end();
+  std::vector<net::unique_fd> open;
+  for (size_t i = 0; i < limits::connections; ++i) open.push_back(raw_connect(path_));
+  auto extra = raw_connect(path_);
+  EXPECT_EQ(raw_reply(extra.get()), "error 11: the helper serves 64 connections already");
+  open.clear();
+  // Their slots come back.
+  for (int i = 0; i < 20; ++i) {
+    try {
+      client::connect(path_);
+      break;
+    } catch (const std::system_error&) {
+      std::this_thread::sleep_for(50ms);
+    }
+  }
+  EXPECT_EQ(outcome([&] { client::connect(path_).install(samples::local_one_profile()); }), "ok");
+}
+
+TEST_F(helper_server, a_users_learned_addresses_are_bounded) {
+  as_user u(nobody, [&](const as_user::hold&) {
+    net::unique_fd l(::socket(AF_INET, SOCK_STREAM, 0));
+    auto c = client::connect(path_);
+    c.install(routes(listen_tcp(l)));
+    auto start = std::chrono::steady_clock::now();
+    for (uint32_t i = 0; i < limits::live_learned; ++i)
+      c.learn("lab", net::from_u128(net::to_u128(samples::ip("10.0.0.0")) + i, true), 600s);
+    auto took = std::chrono::duration_cast<std::chrono::milliseconds>(
+        std::chrono::steady_clock::now() - start);
+    // Learning one already learned refreshes it; a new one is refused.
+    c.learn("lab", samples::ip("10.0.0.7"), 900s);
+    return outcome([&] { c.learn("lab", samples::ip("10.9.0.0"), 600s); }) + " (" +
+           std::to_string(took.count()) + " ms)";
+  });
+  auto got = u.result();
+  EXPECT_TRUE(got.starts_with("28: learn: 65536 learned addresses alive, limit 65536")) << got;
+}
+
 TEST_F(helper_server, a_silent_connection_is_closed_after_the_hello_deadline) {
   auto fd = raw_connect(path_);
   ASSERT_TRUE(fd);
