@@ -19,6 +19,7 @@
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
+#include <fstream>
 #include <functional>
 #include <regex>
 #include <string>
@@ -531,6 +532,82 @@ TEST(helper_process, stdio_needs_a_unix_socket) {
             std::string::npos);
   EXPECT_NE(run(std::string(TPROSSHY_BIN) + " helper --socket; echo \"rc=$?\"").find("rc=64"),
             std::string::npos);
+}
+
+// `tprosshy helper` with the given argv tail, in a child; returns its pid.
+pid_t start_helper(std::vector<std::string> args, int listener = -1) {
+  pid_t pid = ::fork();
+  if (pid == 0) {
+    if (listener >= 0) {  // as systemd passes a socket unit's socket
+      ::dup2(listener, 3);
+      ::setenv("LISTEN_PID", std::to_string(::getpid()).c_str(), 1);
+      ::setenv("LISTEN_FDS", "1", 1);
+    }
+    std::vector<char*> argv{const_cast<char*>("tprosshy"), const_cast<char*>("helper")};
+    for (auto& a : args) argv.push_back(a.data());
+    argv.push_back(nullptr);
+    ::execv(TPROSSHY_BIN, argv.data());
+    ::_exit(127);
+  }
+  return pid;
+}
+
+int stop_helper(pid_t pid, int sig = SIGTERM) {
+  if (sig) ::kill(pid, sig);
+  int status = 0;
+  ::waitpid(pid, &status, 0);
+  return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+
+TEST(helper_process, takes_the_socket_systemd_passes) {
+  run("nft flush ruleset");
+  const std::string path = "/tmp/tprosshy-helper-activated-" + std::to_string(::getpid());
+  ::unlink(path.c_str());
+  net::unique_fd l(::socket(AF_UNIX, SOCK_STREAM, 0));
+  sockaddr_un a{};
+  a.sun_family = AF_UNIX;
+  std::strncpy(a.sun_path, path.c_str(), sizeof a.sun_path - 1);
+  ASSERT_EQ(::bind(l.get(), reinterpret_cast<sockaddr*>(&a), sizeof a), 0);
+  ASSERT_EQ(::listen(l.get(), 4), 0);
+  auto pid = start_helper({}, l.get());
+  l.reset();
+  {
+    auto c = client::connect(path);  // the backlog holds it until the helper accepts
+    c.install(samples::local_one_profile());
+    EXPECT_TRUE(table_exists("tprosshy"));
+  }
+  EXPECT_TRUE(gone_soon("tprosshy"));
+  EXPECT_EQ(stop_helper(pid), 0);
+  ::unlink(path.c_str());
+}
+
+TEST(helper_process, replaces_a_stale_socket_but_not_a_live_helper) {
+  const std::string path = "/tmp/tprosshy-helper-stale-" + std::to_string(::getpid());
+  ::unlink(path.c_str());
+  {
+    net::unique_fd dead(::socket(AF_UNIX, SOCK_STREAM, 0));
+    sockaddr_un a{};
+    a.sun_family = AF_UNIX;
+    std::strncpy(a.sun_path, path.c_str(), sizeof a.sun_path - 1);
+    ASSERT_EQ(::bind(dead.get(), reinterpret_cast<sockaddr*>(&a), sizeof a), 0);
+  }  // closed: nobody answers there
+  auto pid = start_helper({"--socket", path});
+  bool up = false;
+  for (int i = 0; i < 100 && !up; ++i) {
+    up = outcome([&] { client::connect(path); }) == "ok";
+    if (!up) std::this_thread::sleep_for(50ms);
+  }
+  EXPECT_TRUE(up);
+  // A second helper on the same path refuses to start and leaves the first alone.
+  EXPECT_EQ(stop_helper(start_helper({"--socket", path}), 0), 71);
+  EXPECT_EQ(outcome([&] { client::connect(path); }), "ok");
+  EXPECT_EQ(stop_helper(pid), 0);
+  EXPECT_FALSE(std::filesystem::exists(path));
+  // Anything but a socket is left alone.
+  { std::ofstream(path) << "not a socket"; }
+  EXPECT_EQ(stop_helper(start_helper({"--socket", path}), 0), 71);
+  EXPECT_TRUE(std::filesystem::exists(path));
+  ::unlink(path.c_str());
 }
 
 TEST(helper_process, spawned_helper_serves_its_daemon_and_ends_with_it) {
