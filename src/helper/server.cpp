@@ -52,8 +52,9 @@ struct holder {
 // What all connections share (one thread: no locks).
 struct state {
   std::size_t connections = 0;
-  std::map<std::string, holder> tables;  // table name -> the live connection holding it
-  struct stat netns {};                  // the helper's own network namespace
+  std::map<uint32_t, std::size_t> by_uid;  // live connections of each uid
+  std::map<std::string, holder> tables;    // table name -> the live connection holding it
+  struct stat netns {};                    // the helper's own network namespace
 };
 
 std::string ns_error(int fd, const state& s) {
@@ -77,15 +78,17 @@ class connection : public std::enable_shared_from_this<connection> {
       who_ = {~0u, ~0u};  // unknown: confined as nobody in particular, refused ports
     }
     ++st_.connections;
+    ++st_.by_uid[who_.uid];
   }
   ~connection() {
     nl_.reset();  // the kernel drops the table with the netlink socket
     release();
     --st_.connections;
+    if (--st_.by_uid[who_.uid] == 0) st_.by_uid.erase(who_.uid);
   }
 
   static asio::awaitable<void> run(std::shared_ptr<connection> self) {
-    self->arm(hello_time);
+    self->arm(limits::hello_time);
     spdlog::debug("helper: uid {} pid {}: connected", self->who_.uid, self->pid_);
     try {
       while (co_await self->serve_one()) {
@@ -210,7 +213,7 @@ class connection : public std::enable_shared_from_this<connection> {
       co_await refuse(EPROTO, bad);
       co_return false;
     }
-    if (greeted_) arm(frame_time);
+    if (greeted_) arm(limits::frame_time);
     bool whole = co_await fill(4 + std::size_t(len));
     if (greeted_) deadline_.cancel();
     if (!whole) co_return false;
@@ -293,6 +296,7 @@ class connection : public std::enable_shared_from_this<connection> {
       table_ = r.table;
       st_.tables[table_] = {who_.uid, pid_};
       installed_ = std::move(r);
+      learned_.clear();
       spdlog::info("helper: uid {} pid {}: installed table inet {} ({} profiles)", who_.uid, pid_,
                    table_, installed_->profiles.size());
       return {};
@@ -304,7 +308,16 @@ class connection : public std::enable_shared_from_this<connection> {
       if (!known)
         fail(ENOENT,
              "learn: profile '" + l->profile + "' has no learned sets in the ruleset installed");
+      // A user's learns must not grow the kernel's sets without bound: count those alive.
+      auto key = std::pair(l->profile, l->address);
+      auto now = std::chrono::steady_clock::now();
+      if (who_.uid != 0 && !learned_.contains(key) && learned_.size() >= limits::live_learned)
+        std::erase_if(learned_, [&](const auto& e) { return e.second <= now; });
+      if (who_.uid != 0 && !learned_.contains(key) && learned_.size() >= limits::live_learned)
+        fail(ENOSPC, "learn: " + std::to_string(learned_.size()) +
+                         " learned addresses alive, limit " + std::to_string(limits::live_learned));
       nl_->learn(l->profile, l->address, std::chrono::seconds(l->ttl));
+      if (who_.uid != 0) learned_[key] = now + std::chrono::seconds(std::max<uint32_t>(l->ttl, 1));
       return {};
     }
     if (std::holds_alternative<remove>(req)) {
@@ -313,6 +326,7 @@ class connection : public std::enable_shared_from_this<connection> {
         spdlog::info("helper: uid {} pid {}: removed table inet {}", who_.uid, pid_, table_);
       release();
       installed_.reset();
+      learned_.clear();
       return {};
     }
     const auto& s = std::get<socket>(req);
@@ -337,6 +351,7 @@ class connection : public std::enable_shared_from_this<connection> {
   std::optional<nft::netlink> nl_;
   std::string table_;
   std::optional<nft::ruleset> installed_;
+  std::map<std::pair<std::string, net::address>, std::chrono::steady_clock::time_point> learned_;
 };
 
 void start(asio::any_io_executor ex, local::socket s, state& st) {
@@ -356,11 +371,20 @@ asio::awaitable<void> accept_loop(local::acceptor& acceptor, state& st) {
       co_await pause.async_wait(as_tuple(use_awaitable));
       continue;
     }
-    if (st.connections >= max_connections) {
-      auto busy = encode(error{
-          EAGAIN, "the helper serves " + std::to_string(max_connections) + " connections already"});
-      (void)::send(s.native_handle(), busy.data(), busy.size(), MSG_DONTWAIT | MSG_NOSIGNAL);
-      spdlog::warn("helper: {} connections: refusing another", st.connections);
+    ucred c{};
+    socklen_t len = sizeof c;
+    ::getsockopt(s.native_handle(), SOL_SOCKET, SO_PEERCRED, &c, &len);
+    std::string busy;
+    auto held = st.by_uid.find(c.uid);
+    if (st.connections >= limits::connections)
+      busy = "the helper serves " + std::to_string(limits::connections) + " connections already";
+    else if (c.uid != 0 && held != st.by_uid.end() && held->second >= limits::user_connections)
+      busy = "uid " + std::to_string(c.uid) + " has " + std::to_string(limits::user_connections) +
+             " connections to the helper already";
+    if (!busy.empty()) {
+      spdlog::warn("helper: uid {} pid {}: {}", c.uid, c.pid, busy);
+      auto frame = encode(error{EAGAIN, busy});
+      (void)::send(s.native_handle(), frame.data(), frame.size(), MSG_DONTWAIT | MSG_NOSIGNAL);
       continue;
     }
     start(ex, std::move(s), st);

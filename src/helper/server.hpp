@@ -11,9 +11,16 @@
 namespace tprosshy::helper {
 
 inline constexpr const char* default_socket = "/run/tprosshy-helper.sock";
-inline constexpr std::size_t max_connections = 64;
+
+// With those of protocol.hpp.
+namespace limits {
+inline constexpr std::size_t connections = 64;         // at once, all callers
+inline constexpr std::size_t user_connections = 8;     // at once, per non-root uid
 inline constexpr std::chrono::seconds hello_time{5};   // to send hello after connecting
 inline constexpr std::chrono::seconds frame_time{10};  // to finish a frame once started
+// A non-root connection's learned addresses alive at once (learn adds kernel set elements).
+inline constexpr std::size_t live_learned = 65536;
+}  // namespace limits
 
 struct options {
   // Where to listen: mode 0660 and group tprosshy when that group exists, else 0600.

@@ -19,6 +19,7 @@
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
+#include <fstream>
 #include <functional>
 #include <regex>
 #include <string>
@@ -451,6 +452,52 @@ TEST_F(helper_server, one_table_per_name_two_uids_two_tables) {
   EXPECT_TRUE(table_exists("tprosshy"));
 }
 
+TEST_F(helper_server, connections_are_bounded_in_all_and_per_user) {
+  as_user u(nobody, [&](const as_user::hold& hold) {
+    std::vector<net::unique_fd> open;
+    for (size_t i = 0; i < limits::user_connections; ++i) open.push_back(raw_connect(path_));
+    auto extra = raw_connect(path_);
+    hold(raw_reply(extra.get()));
+    return "";
+  });
+  EXPECT_EQ(u.result(), "error 11: uid 65534 has 8 connections to the helper already");
+  u.end();
+  std::vector<net::unique_fd> open;
+  for (size_t i = 0; i < limits::connections; ++i) open.push_back(raw_connect(path_));
+  auto extra = raw_connect(path_);
+  EXPECT_EQ(raw_reply(extra.get()), "error 11: the helper serves 64 connections already");
+  open.clear();
+  // Their slots come back.
+  for (int i = 0; i < 20; ++i) {
+    try {
+      client::connect(path_);
+      break;
+    } catch (const std::system_error&) {
+      std::this_thread::sleep_for(50ms);
+    }
+  }
+  EXPECT_EQ(outcome([&] { client::connect(path_).install(samples::local_one_profile()); }), "ok");
+}
+
+TEST_F(helper_server, a_users_learned_addresses_are_bounded) {
+  as_user u(nobody, [&](const as_user::hold&) {
+    net::unique_fd l(::socket(AF_INET, SOCK_STREAM, 0));
+    auto c = client::connect(path_);
+    c.install(routes(listen_tcp(l)));
+    auto start = std::chrono::steady_clock::now();
+    for (uint32_t i = 0; i < limits::live_learned; ++i)
+      c.learn("lab", net::from_u128(net::to_u128(samples::ip("10.0.0.0")) + i, true), 600s);
+    auto took = std::chrono::duration_cast<std::chrono::milliseconds>(
+        std::chrono::steady_clock::now() - start);
+    // Learning one already learned refreshes it; a new one is refused.
+    c.learn("lab", samples::ip("10.0.0.7"), 900s);
+    return outcome([&] { c.learn("lab", samples::ip("10.9.0.0"), 600s); }) + " (" +
+           std::to_string(took.count()) + " ms)";
+  });
+  auto got = u.result();
+  EXPECT_TRUE(got.starts_with("28: learn: 65536 learned addresses alive, limit 65536")) << got;
+}
+
 TEST_F(helper_server, a_silent_connection_is_closed_after_the_hello_deadline) {
   auto fd = raw_connect(path_);
   ASSERT_TRUE(fd);
@@ -485,6 +532,82 @@ TEST(helper_process, stdio_needs_a_unix_socket) {
             std::string::npos);
   EXPECT_NE(run(std::string(TPROSSHY_BIN) + " helper --socket; echo \"rc=$?\"").find("rc=64"),
             std::string::npos);
+}
+
+// `tprosshy helper` with the given argv tail, in a child; returns its pid.
+pid_t start_helper(std::vector<std::string> args, int listener = -1) {
+  pid_t pid = ::fork();
+  if (pid == 0) {
+    if (listener >= 0) {  // as systemd passes a socket unit's socket
+      ::dup2(listener, 3);
+      ::setenv("LISTEN_PID", std::to_string(::getpid()).c_str(), 1);
+      ::setenv("LISTEN_FDS", "1", 1);
+    }
+    std::vector<char*> argv{const_cast<char*>("tprosshy"), const_cast<char*>("helper")};
+    for (auto& a : args) argv.push_back(a.data());
+    argv.push_back(nullptr);
+    ::execv(TPROSSHY_BIN, argv.data());
+    ::_exit(127);
+  }
+  return pid;
+}
+
+int stop_helper(pid_t pid, int sig = SIGTERM) {
+  if (sig) ::kill(pid, sig);
+  int status = 0;
+  ::waitpid(pid, &status, 0);
+  return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+
+TEST(helper_process, takes_the_socket_systemd_passes) {
+  run("nft flush ruleset");
+  const std::string path = "/tmp/tprosshy-helper-activated-" + std::to_string(::getpid());
+  ::unlink(path.c_str());
+  net::unique_fd l(::socket(AF_UNIX, SOCK_STREAM, 0));
+  sockaddr_un a{};
+  a.sun_family = AF_UNIX;
+  std::strncpy(a.sun_path, path.c_str(), sizeof a.sun_path - 1);
+  ASSERT_EQ(::bind(l.get(), reinterpret_cast<sockaddr*>(&a), sizeof a), 0);
+  ASSERT_EQ(::listen(l.get(), 4), 0);
+  auto pid = start_helper({}, l.get());
+  l.reset();
+  {
+    auto c = client::connect(path);  // the backlog holds it until the helper accepts
+    c.install(samples::local_one_profile());
+    EXPECT_TRUE(table_exists("tprosshy"));
+  }
+  EXPECT_TRUE(gone_soon("tprosshy"));
+  EXPECT_EQ(stop_helper(pid), 0);
+  ::unlink(path.c_str());
+}
+
+TEST(helper_process, replaces_a_stale_socket_but_not_a_live_helper) {
+  const std::string path = "/tmp/tprosshy-helper-stale-" + std::to_string(::getpid());
+  ::unlink(path.c_str());
+  {
+    net::unique_fd dead(::socket(AF_UNIX, SOCK_STREAM, 0));
+    sockaddr_un a{};
+    a.sun_family = AF_UNIX;
+    std::strncpy(a.sun_path, path.c_str(), sizeof a.sun_path - 1);
+    ASSERT_EQ(::bind(dead.get(), reinterpret_cast<sockaddr*>(&a), sizeof a), 0);
+  }  // closed: nobody answers there
+  auto pid = start_helper({"--socket", path});
+  bool up = false;
+  for (int i = 0; i < 100 && !up; ++i) {
+    up = outcome([&] { client::connect(path); }) == "ok";
+    if (!up) std::this_thread::sleep_for(50ms);
+  }
+  EXPECT_TRUE(up);
+  // A second helper on the same path refuses to start and leaves the first alone.
+  EXPECT_EQ(stop_helper(start_helper({"--socket", path}), 0), 71);
+  EXPECT_EQ(outcome([&] { client::connect(path); }), "ok");
+  EXPECT_EQ(stop_helper(pid), 0);
+  EXPECT_FALSE(std::filesystem::exists(path));
+  // Anything but a socket is left alone.
+  { std::ofstream(path) << "not a socket"; }
+  EXPECT_EQ(stop_helper(start_helper({"--socket", path}), 0), 71);
+  EXPECT_TRUE(std::filesystem::exists(path));
+  ::unlink(path.c_str());
 }
 
 TEST(helper_process, spawned_helper_serves_its_daemon_and_ends_with_it) {
