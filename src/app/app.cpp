@@ -61,7 +61,7 @@ constexpr const char* usage_text =
     "       tprosshy keyscan [-c FILE] [PROFILE...]\n"
     "                                         print each profile's servers' host keys, for\n"
     "                                         its host_keys\n"
-    "       tprosshy helper [--socket PATH | --stdio | --sudoers]\n"
+    "       tprosshy helper [--socket PATH [--group NAME] | --stdio | --sudoers]\n"
     "                                         the privileged helper (root): installs rulesets\n"
     "                                         for its callers; --sudoers prints the line that\n"
     "                                         lets this user start one with sudo\n"
@@ -104,6 +104,8 @@ std::optional<cli> parse_cli(int argc, char** argv, int& exit_code) {
                                : verb::keyscan;
     } else if (i == 0 && a == "helper") {
       c.what = verb::helper;
+    } else if (c.what == verb::helper && a == "--group" && i + 1 < args.size()) {
+      c.helper.group = args[++i];
     } else if (c.what == verb::helper && a == "--sudoers") {
       c.sudoers = true;
     } else if (c.what == verb::helper && a == "--stdio" && c.helper.socket.empty()) {
@@ -469,7 +471,9 @@ int run(const cli& c) {
   // `sudo tprosshy -c FILE` with FILE the user's: the root half is the helper, the rest
   // becomes the user before it reads any file, so the config never acts as root.
   std::optional<helper::client> helper;
+  bool no_agent = false;
   if (auto u = sudo_user(); u && owned_by(c.config, *u)) {
+    no_agent = !std::getenv("SSH_AUTH_SOCK");
     try {
       helper = helper_for(*u);
       become(*u);
@@ -480,6 +484,11 @@ int run(const cli& c) {
   }
   auto cfg = config::load(c.config);
   setup_logging(cfg.log_level, c.verbose);
+  if (no_agent)
+    spdlog::info(
+        "running as {} for sudo, without an ssh agent: sudo drops SSH_AUTH_SOCK; pass it with "
+        "sudo --preserve-env=SSH_AUTH_SOCK (sudoers: Defaults env_keep += SSH_AUTH_SOCK)",
+        std::getenv("USER") ? std::getenv("USER") : "the user");
   const bool root = ::geteuid() == 0;
   if (root) {
     if (auto why = config::unsafe_file(cfg)) {

@@ -1,6 +1,7 @@
 #include "helper/client.hpp"
 
 #include <fcntl.h>
+#include <poll.h>
 #include <spawn.h>
 #include <sys/socket.h>
 #include <sys/un.h>
@@ -120,6 +121,16 @@ void client::gone(const std::string& why) {
   fail(ECONNRESET, what);
 }
 
+// The descriptor may be non-blocking (an event loop watches a duplicate of it for the
+// helper's end): wait for it, as a blocking call would.
+bool client::ready(short events) const {
+  pollfd p{fd_.get(), events, 0};
+  int n;
+  while ((n = ::poll(&p, 1, reply_seconds * 1000)) < 0 && errno == EINTR) {
+  }
+  return n > 0;
+}
+
 void client::call(const request& r, int fd_out, net::unique_fd* fd_in) {
   if (!fd_) fail(ENOTCONN, "not connected");
   auto out = encode(r);
@@ -142,6 +153,7 @@ void client::call(const request& r, int fd_out, net::unique_fd* fd_in) {
     }
     auto n = ::sendmsg(fd_.get(), &m, MSG_NOSIGNAL);
     if (n < 0 && errno == EINTR) continue;
+    if (n < 0 && errno == EAGAIN && ready(POLLOUT)) continue;
     if (n < 0 && (errno == EPIPE || errno == ECONNRESET)) {
       // It may have closed after saying why (a frame over its limit): read that first.
       broken = std::strerror(errno);
@@ -165,6 +177,7 @@ void client::call(const request& r, int fd_out, net::unique_fd* fd_in) {
     m.msg_controllen = sizeof ctl;
     auto n = ::recvmsg(fd_.get(), &m, MSG_CMSG_CLOEXEC);
     if (n < 0 && errno == EINTR) continue;
+    if (n < 0 && errno == EAGAIN && ready(POLLIN)) continue;
     if (n < 0 && errno == EAGAIN)
       fail(ETIMEDOUT, "no answer in " + std::to_string(reply_seconds) + " s");
     if (n < 0 && errno == ECONNRESET) gone(broken.empty() ? std::strerror(errno) : broken);

@@ -56,6 +56,7 @@ class client {
   // descriptor that comes with it.
   void call(const request& r, int fd_out = -1, net::unique_fd* fd_in = nullptr);
   [[noreturn]] void gone(const std::string& why);
+  bool ready(short events) const;  // false after reply_seconds
   void close();
 
   net::unique_fd fd_;

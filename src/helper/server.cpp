@@ -292,13 +292,15 @@ class connection : public std::enable_shared_from_this<connection> {
                         ")");
       if (!nl_) nl_.emplace();
       nl_->install(r);
+      const bool first = !installed_;  // a reload's replacement is not news
       release();
       table_ = r.table;
       st_.tables[table_] = {who_.uid, pid_};
       installed_ = std::move(r);
       learned_.clear();
-      spdlog::info("helper: uid {} pid {}: installed table inet {} ({} profiles)", who_.uid, pid_,
-                   table_, installed_->profiles.size());
+      spdlog::log(first ? spdlog::level::info : spdlog::level::debug,
+                  "helper: uid {} pid {}: installed table inet {} ({} profiles)", who_.uid, pid_,
+                  table_, installed_->profiles.size());
       return {};
     }
     if (auto* l = std::get_if<learn>(&req)) {
@@ -397,7 +399,7 @@ asio::awaitable<void> accept_loop(local::acceptor& acceptor, state& st) {
 
 // A fresh listening socket at `path`: a stale one (nobody answers) is replaced, a live one
 // or anything else there is left alone.
-net::unique_fd listen_at(const std::filesystem::path& path) {
+net::unique_fd listen_at(const std::filesystem::path& path, const std::string& group_name) {
   sockaddr_un a{};
   a.sun_family = AF_UNIX;
   if (path.native().size() >= sizeof a.sun_path) fail(ENAMETOOLONG, path, "too long");
@@ -417,8 +419,8 @@ net::unique_fd listen_at(const std::filesystem::path& path) {
   int err = errno;
   ::umask(old);
   if (rc != 0) fail(err, path, "bind");
-  // The group tprosshy, if the system has one, holds the users who may install rules.
-  if (const group* g = ::getgrnam("tprosshy")) {
+  // The group (tprosshy), if the system has one, holds the users who may install rules.
+  if (const group* g = ::getgrnam(group_name.c_str())) {
     if (::chown(path.c_str(), 0, g->gr_gid) != 0 || ::chmod(path.c_str(), 0660) != 0)
       fail(errno, path, "setting its owner and mode");
   }
@@ -481,7 +483,7 @@ int serve(const options& o) {
   } else {
     if (path.empty()) path = default_socket;
     try {
-      listener = listen_at(path);
+      listener = listen_at(path, o.group);
     } catch (const std::system_error& e) {
       std::cerr << "tprosshy helper: " << e.what() << "\n";
       return ex_oserr;

@@ -7,6 +7,7 @@
 #include <chrono>
 #include <cstddef>
 #include <filesystem>
+#include <string>
 
 namespace tprosshy::helper {
 
@@ -26,6 +27,8 @@ struct options {
   // Where to listen: mode 0660 and group tprosshy when that group exists, else 0600.
   // Empty: the socket systemd passes (LISTEN_PID/LISTEN_FDS, fd 3), else default_socket.
   std::filesystem::path socket;
+  // Whose members may connect to a socket it makes (`--group NAME`).
+  std::string group = "tprosshy";
   // Serve the one connection on fd 0 (a connected Unix stream socket) and exit when it
   // closes; SIGINT, SIGTERM and SIGHUP are ignored meanwhile, so the daemon that spawned it
   // decides when its rules go.

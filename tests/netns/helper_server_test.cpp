@@ -503,12 +503,12 @@ TEST_F(helper_server, a_silent_connection_is_closed_after_the_hello_deadline) {
   ASSERT_TRUE(fd);
   auto start = std::chrono::steady_clock::now();
   pollfd p{fd.get(), POLLIN, 0};
-  ASSERT_EQ(::poll(&p, 1, 8000), 1);
+  ASSERT_EQ(::poll(&p, 1, 15000), 1);
   char b;
   EXPECT_EQ(::recv(fd.get(), &b, 1, 0), 0);
   auto took = std::chrono::steady_clock::now() - start;
   EXPECT_GT(took, 4s);
-  EXPECT_LT(took, 7s);
+  EXPECT_LT(took, 12s);  // 5 s, and room for a busy machine
 }
 
 TEST(helper_process, refuses_to_run_as_a_user) {
