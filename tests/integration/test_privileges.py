@@ -265,6 +265,42 @@ class OwnSsh(LabTestCase):
         wait_until(lambda: not [p for p, _ in lab.procs("client", "ssh") if uid_of(p) == u.uid],
                    5, what="the user's ssh masters gone")
 
+    def test_without_the_helper_socket_sudo_asks_on_the_terminal(self):
+        lab, u = self.lab, self.owner
+        password = "tpl-sudo-pw"
+        subprocess.run(["chpasswd"], input=f"{u.name}:{password}\n", text=True, check=True,
+                       timeout=30)
+        line = lab.exec("client", u.argv([self.bin, "helper", "--sudoers"]), check=True).stdout
+        self.assertEqual(line.strip(), f"{u.name} ALL=(root) {self.bin} helper --stdio")
+        sudoers = Path(f"/etc/sudoers.d/tpl-{lab.name}-stdio")
+        sudoers.write_text(line)
+        sudoers.chmod(0o440)
+        self.addCleanup(sudoers.unlink)
+        cfg = u.write(".tprosshy.yaml", self.config().replace(str(self.helper_socket),
+                                                             "/nonexistent/helper.sock"))
+        tmux = ["tmux", "-L", f"tpl{lab.name}"]
+        cmd = " ".join(map(str, lab.argv("client", u.argv(
+            [self.bin, "-c", cfg], SSH_AUTH_SOCK=self.agent_sock, TERM="xterm"))))
+        subprocess.run([*tmux, "new-session", "-d", "-x", "200", "-y", "50", "-s", "run",
+                        cmd + "; sleep 600"], check=True, timeout=30)
+        self.addCleanup(subprocess.run, [*tmux, "kill-server"], capture_output=True, timeout=30)
+
+        def screen():
+            return subprocess.run([*tmux, "capture-pane", "-p", "-t", "run", "-S", "-200"],
+                                  capture_output=True, text=True, timeout=30).stdout
+        wait_until(lambda: f"password for {u.name}, to start tprosshy's helper" in screen(), 20,
+                   what=f"sudo's prompt on the terminal:\n{screen()}")
+        subprocess.run([*tmux, "send-keys", "-t", "run", password, "Enter"], check=True,
+                       timeout=30)
+        wait_until(lambda: re.search(r"(?<!not )\bready\b", screen()), 40,
+                   what=f"ready:\n{screen()}")
+        self.assertNotIn(password, screen())  # read with echo off
+        self.assertIn(f"inet tprosshy_u{u.uid}", lab.nft_tables())
+        self.assertEqual(self.get_as(u, lab["T1_IP4"])["peer"], lab["SRV1_NET_IP4"])
+        subprocess.run([*tmux, "send-keys", "-t", "run", "C-c"], check=True, timeout=30)
+        wait_until(lambda: f"inet tprosshy_u{u.uid}" not in lab.nft_tables(), 10,
+                   what="the table gone after ^C")
+
     def test_sudo_tprosshy_becomes_the_user(self):
         lab, u = self.lab, self.owner
         record = u.home / "proxy.record"
