@@ -15,6 +15,8 @@
 #include <system_error>
 #include <vector>
 
+#include "net/fd_passing.hpp"
+
 namespace tprosshy::app {
 
 namespace {
@@ -66,43 +68,23 @@ helper::client helper_for(const account& a) {
         ::setresuid(a.uid, a.uid, a.uid) != 0 ||
         ::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0)
       ::_exit(1);
-    char byte = 0;
-    iovec iov{&byte, 1};
-    alignas(cmsghdr) char ctl[CMSG_SPACE(2 * sizeof(int))] = {};
-    msghdr m{};
-    m.msg_iov = &iov;
-    m.msg_iovlen = 1;
-    m.msg_control = ctl;
-    m.msg_controllen = sizeof ctl;
-    auto* c = CMSG_FIRSTHDR(&m);
-    c->cmsg_level = SOL_SOCKET;
-    c->cmsg_type = SCM_RIGHTS;
-    c->cmsg_len = CMSG_LEN(2 * sizeof(int));
-    std::memcpy(CMSG_DATA(c), sv, sizeof sv);
-    ::_exit(::sendmsg(x[1], &m, MSG_NOSIGNAL) == 1 ? 0 : 1);
+    const std::uint8_t byte = 0;
+    ::_exit(net::send_with_fds(x[1], std::span(&byte, 1), std::span<const int>(sv, 2)) == 1 ? 0
+                                                                                            : 1);
   }
   there.reset();
-  char byte = 0;
-  iovec iov{&byte, 1};
-  alignas(cmsghdr) char ctl[CMSG_SPACE(2 * sizeof(int))] = {};
-  msghdr m{};
-  m.msg_iov = &iov;
-  m.msg_iovlen = 1;
-  m.msg_control = ctl;
-  m.msg_controllen = sizeof ctl;
-  const auto n = ::recvmsg(here.get(), &m, MSG_CMSG_CLOEXEC);
+  std::uint8_t byte = 0;
+  std::vector<net::unique_fd> pair;
+  const auto n = net::recv_with_fds(here.get(), std::span(&byte, 1), pair);
   int status = 0;
   while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
   }
-  const auto* c = CMSG_FIRSTHDR(&m);
-  if (n != 1 || !c || c->cmsg_type != SCM_RIGHTS || c->cmsg_len != CMSG_LEN(2 * sizeof(int))) {
+  if (n != 1 || pair.size() != 2) {
     errno = EPROTO;
     fail("cannot make a socket pair as " + a.name);
   }
-  int sv[2];
-  std::memcpy(sv, CMSG_DATA(c), sizeof sv);
-  return helper::client::spawn({self_exe(), "helper", "--stdio"}, net::unique_fd(sv[0]),
-                               net::unique_fd(sv[1]));
+  return helper::client::spawn({self_exe(), "helper", "--stdio"}, std::move(pair[0]),
+                               std::move(pair[1]));
 }
 
 helper::client sudo_helper() {

@@ -11,6 +11,8 @@
 #include <cstring>
 #include <system_error>
 
+#include "net/fd_passing.hpp"
+
 extern char** environ;
 
 namespace tprosshy::helper {
@@ -137,21 +139,9 @@ void client::call(const request& r, int fd_out, net::unique_fd* fd_in) {
   std::string broken;
   std::size_t at = 0;
   while (at < out.size()) {
-    iovec iov{out.data() + at, out.size() - at};
-    alignas(cmsghdr) char ctl[CMSG_SPACE(sizeof(int))] = {};
-    msghdr m{};
-    m.msg_iov = &iov;
-    m.msg_iovlen = 1;
-    if (fd_out >= 0 && at == 0) {
-      m.msg_control = ctl;
-      m.msg_controllen = sizeof ctl;
-      auto* c = CMSG_FIRSTHDR(&m);
-      c->cmsg_level = SOL_SOCKET;
-      c->cmsg_type = SCM_RIGHTS;
-      c->cmsg_len = CMSG_LEN(sizeof(int));
-      std::memcpy(CMSG_DATA(c), &fd_out, sizeof fd_out);
-    }
-    auto n = ::sendmsg(fd_.get(), &m, MSG_NOSIGNAL);
+    const auto fds =
+        fd_out >= 0 && at == 0 ? std::span<const int>(&fd_out, 1) : std::span<const int>();
+    auto n = net::send_with_fds(fd_.get(), std::span(out).subspan(at), fds);
     if (n < 0 && errno == EINTR) continue;
     if (n < 0 && errno == EAGAIN && ready(POLLOUT)) continue;
     if (n < 0 && (errno == EPIPE || errno == ECONNRESET)) {
@@ -168,31 +158,16 @@ void client::call(const request& r, int fd_out, net::unique_fd* fd_in) {
   bool have_length = false;
   at = 0;
   while (at < need) {
-    iovec iov{in.data() + at, need - at};
-    alignas(cmsghdr) char ctl[CMSG_SPACE(sizeof(int) * 4)];
-    msghdr m{};
-    m.msg_iov = &iov;
-    m.msg_iovlen = 1;
-    m.msg_control = ctl;
-    m.msg_controllen = sizeof ctl;
-    auto n = ::recvmsg(fd_.get(), &m, MSG_CMSG_CLOEXEC);
+    std::vector<net::unique_fd> fds;
+    auto n = net::recv_with_fds(fd_.get(), std::span(in).subspan(at, need - at), fds);
     if (n < 0 && errno == EINTR) continue;
     if (n < 0 && errno == EAGAIN && ready(POLLIN)) continue;
     if (n < 0 && errno == EAGAIN)
       fail(ETIMEDOUT, "no answer in " + std::to_string(reply_seconds) + " s");
     if (n < 0 && errno == ECONNRESET) gone(broken.empty() ? std::strerror(errno) : broken);
     if (n < 0) fail(errno, "reading the answer");
-    for (auto* c = CMSG_FIRSTHDR(&m); c; c = CMSG_NXTHDR(&m, c)) {
-      if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
-      for (std::size_t i = 0; i < (c->cmsg_len - CMSG_LEN(0)) / sizeof(int); ++i) {
-        int fd;
-        std::memcpy(&fd, CMSG_DATA(c) + i * sizeof(int), sizeof fd);
-        if (fd_in && !*fd_in)
-          fd_in->reset(fd);
-        else
-          ::close(fd);
-      }
-    }
+    for (auto& fd : fds)
+      if (fd_in && !*fd_in) *fd_in = std::move(fd);  // the rest close as `fds` goes
     if (n == 0) gone(broken.empty() ? "it closed the connection" : broken);
     at += static_cast<std::size_t>(n);
     if (at == need && !have_length) {

@@ -31,6 +31,7 @@
 #include "helper/protocol.hpp"
 #include "helper/sock_diag.hpp"
 #include "net/fd.hpp"
+#include "net/fd_passing.hpp"
 #include "nft/netlink.hpp"
 
 namespace tprosshy::helper {
@@ -136,25 +137,11 @@ class connection : public std::enable_shared_from_this<connection> {
       std::size_t want = std::min<std::size_t>(need - buf_.size(), 64 * 1024);
       std::size_t at = buf_.size();
       buf_.resize(at + want);
-      iovec iov{buf_.data() + at, want};
-      alignas(cmsghdr) char ctl[CMSG_SPACE(sizeof(int) * 4)];
-      msghdr m{};
-      m.msg_iov = &iov;
-      m.msg_iovlen = 1;
-      m.msg_control = ctl;
-      m.msg_controllen = sizeof ctl;
-      auto n = ::recvmsg(sock_.native_handle(), &m, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
+      auto n =
+          net::recv_with_fds(sock_.native_handle(), std::span<std::uint8_t>(buf_.data() + at, want),
+                             fds_, MSG_DONTWAIT);
       buf_.resize(at + std::max<ssize_t>(n, 0));
       if (n < 0 && (errno == EAGAIN || errno == EINTR)) continue;
-      for (auto* c = CMSG_FIRSTHDR(&m); n >= 0 && c; c = CMSG_NXTHDR(&m, c)) {
-        if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
-        std::size_t k = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
-        for (std::size_t i = 0; i < k; ++i) {
-          int fd;
-          std::memcpy(&fd, CMSG_DATA(c) + i * sizeof(int), sizeof fd);
-          fds_.emplace_back(fd);
-        }
-      }
       if (n <= 0) co_return false;
     }
     co_return true;
@@ -164,21 +151,9 @@ class connection : public std::enable_shared_from_this<connection> {
     auto bytes = encode(r);
     std::size_t at = 0;
     while (at < bytes.size()) {
-      iovec iov{bytes.data() + at, bytes.size() - at};
-      alignas(cmsghdr) char ctl[CMSG_SPACE(sizeof(int))] = {};
-      msghdr m{};
-      m.msg_iov = &iov;
-      m.msg_iovlen = 1;
-      if (fd >= 0 && at == 0) {
-        m.msg_control = ctl;
-        m.msg_controllen = sizeof ctl;
-        auto* c = CMSG_FIRSTHDR(&m);
-        c->cmsg_level = SOL_SOCKET;
-        c->cmsg_type = SCM_RIGHTS;
-        c->cmsg_len = CMSG_LEN(sizeof(int));
-        std::memcpy(CMSG_DATA(c), &fd, sizeof fd);
-      }
-      auto n = ::sendmsg(sock_.native_handle(), &m, MSG_DONTWAIT | MSG_NOSIGNAL);
+      const auto fds = fd >= 0 && at == 0 ? std::span<const int>(&fd, 1) : std::span<const int>();
+      auto n = net::send_with_fds(sock_.native_handle(), std::span(bytes).subspan(at), fds,
+                                  MSG_DONTWAIT);
       if (n < 0 && errno == EINTR) continue;
       if (n < 0 && errno == EAGAIN) {
         auto [ec] = co_await sock_.async_wait(local::socket::wait_write, as_tuple(use_awaitable));

@@ -13,6 +13,8 @@
 #include <cstring>
 #include <stdexcept>
 
+#include "net/fd_passing.hpp"
+
 namespace tprosshy::tunnel::mux {
 
 namespace asio = boost::asio;
@@ -136,20 +138,10 @@ asio::awaitable<message> read(socket& s) {
 asio::awaitable<void> send_fds(socket& s, std::span<const int> fds) {
   for (int fd : fds) {
     for (;;) {
-      char byte = 0;
-      iovec iov{&byte, 1};
-      alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int))] = {};
-      msghdr msg{};
-      msg.msg_iov = &iov;
-      msg.msg_iovlen = 1;
-      msg.msg_control = control;
-      msg.msg_controllen = sizeof control;
-      auto* c = CMSG_FIRSTHDR(&msg);
-      c->cmsg_level = SOL_SOCKET;
-      c->cmsg_type = SCM_RIGHTS;
-      c->cmsg_len = CMSG_LEN(sizeof(int));
-      std::memcpy(CMSG_DATA(c), &fd, sizeof fd);
-      if (::sendmsg(s.native_handle(), &msg, MSG_NOSIGNAL | MSG_DONTWAIT) == 1) break;
+      const std::uint8_t byte = 0;
+      if (net::send_with_fds(s.native_handle(), std::span(&byte, 1), std::span(&fd, 1),
+                             MSG_DONTWAIT) == 1)
+        break;
       if (errno == EAGAIN || errno == EINTR) {
         co_await s.async_wait(socket::wait_write, use_awaitable);
         continue;
