@@ -287,6 +287,7 @@ mount -t proc proc "$R/proc"
 mount --rbind /dev "$R/dev"
 [ -e "$R/etc/resolv.conf" ] || : >"$R/etc/resolv.conf"
 mount --bind /etc/resolv.conf "$R/etc/resolv.conf"
+mount -o remount,bind,ro "$R/etc/resolv.conf"
 while IFS='|' read -r src dst ro; do
   [ -n "$src" ] || continue
   mkdir -p "$R$dst"
