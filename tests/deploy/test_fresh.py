@@ -79,6 +79,10 @@ COMMANDS = {
     "xargs": "netns tests", "pwd": "lab", "ldd": "scripts/container-check",
     "clang++-14": "scripts/fuzz", "dpkg": "deploy.deb", "apt-get": "scripts/setup",
     "apt-cache": "container-check", "systemctl": "scripts/setup",
+    # local users and their ssh (integration.test_privileges, lab.LocalUser), the .deb's group
+    "useradd": "lab", "userdel": "lab", "groupadd": "tests, postinst", "groupdel": "tests",
+    "chpasswd": "tests", "getent": "postinst", "pkill": "lab", "ls": "netns tests",
+    "ssh-agent": "tests", "ssh-add": "tests", "sudo": "tests", "tmux": "tests",
 }
 # Shell builtins, words the scan takes for a command where they are not one (C++ message
 # text; "route" from a regex in helper_server_test.cpp), and tprosshy itself (built, not
