@@ -62,7 +62,6 @@ struct runtime::impl {
   std::optional<proxy::server> server;
   std::unique_ptr<dns_front> dns;
   bool installed = false, stopping = false;
-  nft::ruleset active;      // the ruleset in the kernel, while `installed`
   std::size_t running = 0;  // profiles whose run() has not ended
   // "Something changed" (a verdict, a nameserver, a profile's end): each step that waits
   // on the profiles re-checks its condition when this fires.
@@ -160,10 +159,8 @@ struct runtime::impl {
     return [this](int family, int type) { return nl.own_socket(family, type); };
   }
 
-  // The kernel's copy changes only here, so `active` is what it holds.
-  void put(nft::ruleset r) {
+  void put(const nft::ruleset& r) {
     nl.install(r);
-    active = std::move(r);
     installed = true;
   }
 
@@ -496,12 +493,14 @@ control::status runtime::status() const {
     st.dns_cache_hits = i.dns->cache_hits();
     st.dns_local_queries = i.dns->local_answers();
   }
-  if (i.installed && i.active.capture_dns &&
-      (i.active.capture_all_dns || !i.active.resolvers.empty())) {
-    st.dns_capture.installed = true;
-    st.dns_capture.port = i.active.dns_port;
-    st.dns_capture.all = i.active.capture_all_dns;
-    for (auto& a : i.active.resolvers) st.dns_capture.resolvers.push_back(a.to_string());
+  // What make_ruleset() captures, from the same inputs the installed ruleset was made of.
+  if (i.installed && i.dns) {
+    const bool all = i.cfg.capture == config::dns_capture::all;
+    const auto& resolvers = i.dns->system_resolvers();
+    st.dns_capture.installed = all || !resolvers.empty();
+    st.dns_capture.port = i.dns->port();
+    st.dns_capture.all = all;
+    for (auto& a : resolvers) st.dns_capture.resolvers.push_back(a.to_string());
   }
   std::map<routing::profile_id, std::uint64_t> learned;
   for (auto& l : i.current->table.learned()) ++learned[l.profile];
