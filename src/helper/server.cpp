@@ -24,6 +24,7 @@
 #include <map>
 #include <memory>
 #include <optional>
+#include <set>
 #include <system_error>
 #include <vector>
 
@@ -271,18 +272,18 @@ class connection : public std::enable_shared_from_this<connection> {
       release();
       table_ = r.table;
       st_.tables[table_] = {who_.uid, pid_};
-      installed_ = std::move(r);
+      installed_ = true;
+      learning_.clear();
+      for (const auto& p : r.profiles)
+        if (p.learned) learning_.insert(p.name);
       learned_.clear();
       spdlog::log(first ? spdlog::level::info : spdlog::level::debug,
                   "helper: uid {} pid {}: installed table inet {} ({} profiles)", who_.uid, pid_,
-                  table_, installed_->profiles.size());
+                  table_, r.profiles.size());
       return {};
     }
     if (auto* l = std::get_if<learn>(&req)) {
-      bool known = installed_ &&
-                   std::any_of(installed_->profiles.begin(), installed_->profiles.end(),
-                               [&](const auto& p) { return p.name == l->profile && p.learned; });
-      if (!known)
+      if (!installed_ || !learning_.contains(l->profile))
         fail(ENOENT,
              "learn: profile '" + l->profile + "' has no learned sets in the ruleset installed");
       // A user's learns must not grow the kernel's sets without bound: count those alive.
@@ -302,7 +303,8 @@ class connection : public std::enable_shared_from_this<connection> {
       if (!table_.empty())
         spdlog::info("helper: uid {} pid {}: removed table inet {}", who_.uid, pid_, table_);
       release();
-      installed_.reset();
+      installed_ = false;
+      learning_.clear();
       learned_.clear();
       return {};
     }
@@ -327,7 +329,8 @@ class connection : public std::enable_shared_from_this<connection> {
   std::vector<net::unique_fd> fds_;
   std::optional<nft::netlink> nl_;
   std::string table_;
-  std::optional<nft::ruleset> installed_;
+  bool installed_ = false;
+  std::set<std::string> learning_;  // the installed ruleset's profiles with learned sets
   std::map<std::pair<std::string, net::address>, std::chrono::steady_clock::time_point> learned_;
 };
 
