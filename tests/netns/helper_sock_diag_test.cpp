@@ -1,11 +1,11 @@
 // sock_diag against the kernel, in this binary's own network namespace.
-#include <arpa/inet.h>
 #include <gtest/gtest.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <boost/asio/ip/tcp.hpp>
 #include <csignal>
 
 #include "helper/sock_diag.hpp"
@@ -16,24 +16,12 @@ namespace {
 
 // A socket bound to addr (port 0: any), listening if TCP; returns its port.
 uint16_t bind_to(const net::unique_fd& fd, const char* addr, bool listen) {
-  sockaddr_storage ss{};
-  socklen_t len;
-  if (std::string(addr).find(':') != std::string::npos) {
-    auto* a = reinterpret_cast<sockaddr_in6*>(&ss);
-    a->sin6_family = AF_INET6;
-    ::inet_pton(AF_INET6, addr, &a->sin6_addr);
-    len = sizeof *a;
-  } else {
-    auto* a = reinterpret_cast<sockaddr_in*>(&ss);
-    a->sin_family = AF_INET;
-    ::inet_pton(AF_INET, addr, &a->sin_addr);
-    len = sizeof *a;
-  }
-  if (::bind(fd.get(), reinterpret_cast<sockaddr*>(&ss), len) != 0) return 0;
+  boost::asio::ip::tcp::endpoint ep(boost::asio::ip::make_address(addr), 0);
+  if (::bind(fd.get(), ep.data(), static_cast<socklen_t>(ep.size())) != 0) return 0;
   if (listen && ::listen(fd.get(), 4) != 0) return 0;
-  ::getsockname(fd.get(), reinterpret_cast<sockaddr*>(&ss), &len);
-  return ntohs(ss.ss_family == AF_INET6 ? reinterpret_cast<sockaddr_in6*>(&ss)->sin6_port
-                                        : reinterpret_cast<sockaddr_in*>(&ss)->sin_port);
+  socklen_t len = static_cast<socklen_t>(ep.capacity());
+  ::getsockname(fd.get(), ep.data(), &len);
+  return ep.port();
 }
 
 TEST(helper_sock_diag, a_loopback_listener_is_its_owners) {
