@@ -19,6 +19,7 @@ Every key of the lab's env file (see tests/lab/lab, write_env) is `lab[KEY]`, an
 import atexit
 import hashlib
 import os
+import pwd
 import re
 import signal
 import subprocess
@@ -521,7 +522,6 @@ class LocalUser:
                         "/bin/sh", "--user-group", *(["--groups", ",".join(groups)] if groups
                                                      else []), self.name],
                        check=True, capture_output=True, timeout=30)
-        import pwd
         pw = pwd.getpwnam(self.name)
         self.uid, self.gid = pw.pw_uid, pw.pw_gid
         atexit.register(self.remove)
@@ -549,9 +549,27 @@ class LocalUser:
     def remove(self):
         if self.name is None:
             return
-        subprocess.run(["pkill", "-KILL", "-u", self.name], capture_output=True, timeout=10)
-        time.sleep(0.1)
-        subprocess.run(["userdel", "--remove", "--force", self.name], capture_output=True,
-                       timeout=30)
-        subprocess.run(["rm", "-rf", str(self.home)], capture_output=True, timeout=30)
-        self.name = None
+        def alive():
+            """Its processes but zombies (one the test has not reaped yet is dead)."""
+            out = []
+            for d in Path("/proc").iterdir():
+                try:
+                    st = (d / "status").read_text()
+                except (OSError, ValueError):
+                    continue
+                fields = dict(ln.split(":", 1) for ln in st.splitlines() if ":" in ln)
+                if (fields.get("Uid", "").split()[:1] == [str(self.uid)]
+                        and not fields.get("State", "").strip().startswith("Z")):
+                    out.append(d.name)
+            return out
+
+        def gone():
+            subprocess.run(["pkill", "-KILL", "-u", self.name], capture_output=True, timeout=10)
+            return not alive()
+        try:
+            wait_until(gone, 10, interval=0.05, what=f"every process of {self.name} gone")
+        finally:  # the account goes whatever is left of it
+            subprocess.run(["userdel", "--remove", "--force", self.name], capture_output=True,
+                           timeout=30)
+            subprocess.run(["rm", "-rf", str(self.home)], capture_output=True, timeout=30)
+            self.name = None

@@ -55,6 +55,8 @@ class OwnSsh(LabTestCase):
         # the helper tests beside this one are left alone).
         cls.group = f"tpg{lab.name}"[:32]
         subprocess.run(["groupadd", "--system", cls.group], check=True, timeout=30)
+        cls.addClassCleanup(subprocess.run, ["groupdel", cls.group], capture_output=True,
+                            timeout=30)
         # What the users run must be theirs to read and run, wherever the tree is.
         cls.shared = Path(f"/tmp/tpl-{lab.name}-shared")
         cls.shared.mkdir(mode=0o755)
@@ -80,7 +82,6 @@ class OwnSsh(LabTestCase):
         super().tearDownClass()
         cls.helper_log.close()
         shutil.rmtree(cls.shared, ignore_errors=True)
-        subprocess.run(["groupdel", cls.group], capture_output=True, timeout=30)
 
     @classmethod
     def setup_ssh(cls, u, server="SRV1_IP4"):
@@ -199,6 +200,52 @@ class OwnSsh(LabTestCase):
         t.wait(10)
         wait_until(lambda: f"inet tprosshy_u{u.uid}" not in lab.nft_tables(), 3,
                    what="the user's table gone")
+
+    def dig_as(self, u, name):
+        """dig from the client namespace as user u (None: uid 65534) -> (rcode, [A records])."""
+        argv = ["dig", "+noall", "+comments", "+answer", "+time=8", "+tries=1",
+                f"@{self.lab['CLIENT_DNS']}", name, "A"]
+        argv = u.argv(argv) if u else ["setpriv", "--reuid=65534", "--regid=65534",
+                                       "--clear-groups", *argv]
+        out = self.lab.exec("client", argv, timeout=60).stdout
+        m = re.search(r"status: ([A-Z]+)", out)
+        return (m.group(1) if m else "no answer",
+                [ln.split()[4] for ln in out.splitlines()
+                 if ln and not ln.startswith(";") and len(ln.split()) >= 5 and ln.split()[3] == "A"])
+
+    def test_a_users_tprosshy_resolves_reloads_and_restarts_many_times(self):
+        lab, u = self.lab, self.owner
+        extra = "198.19.77.0/24"
+        dns = f'    dns: {{domains: ["{lab["T1_DOMAIN"]}"]}}\n'
+        plain = self.config() + dns
+        wider = self.config().replace(f'"{lab["T1_NET4"]}"]', f'"{lab["T1_NET4"]}", "{extra}"]') + dns
+        cfg = u.write(".tprosshy.yaml", plain)
+        table = f"tprosshy_u{u.uid}"
+        for start in range(5):
+            log_path = lab.state / f"many-{start}.log"
+            with open(log_path, "ab") as log:
+                t = self.run_as(u, [self.bin, "-c", cfg], log, SSH_AUTH_SOCK=self.agent_sock)
+            self.addCleanup(lambda t=t: t.poll() is None and os.killpg(t.pid, signal.SIGKILL))
+            self.wait_ready(t, log_path)
+            # The profile's names through its tunnel; other names to the local resolver, which
+            # the user's own DNS upstream reaches on a socket the helper marked (unmarked, its
+            # query would be captured back into tprosshy).
+            self.assertEqual(self.dig_as(u, lab["T1_NAME"]), ("NOERROR", [lab["T1_IP4"]]))
+            self.assertEqual(self.dig_as(u, lab["LOCAL_NAME"]), ("NOERROR", [lab["LOCAL_NAME_IP4"]]))
+            # Another user's queries are not captured: the local resolver knows no such zone.
+            self.assertEqual(self.dig_as(None, lab["T1_NAME"])[0], "REFUSED")
+            if start == 0:
+                for k in range(10):
+                    u.write(".tprosshy.yaml", wider if k % 2 == 0 else plain)
+                    r = lab.exec("client", u.argv([self.bin, "reload", "-c", cfg]), timeout=150)
+                    self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+                    text = lab.nft_table(name=table) or ""
+                    self.assertEqual(extra.split("/")[0] in text, k % 2 == 0, f"reload {k + 1}")
+                    self.assertEqual(self.get_as(u, lab["T1_IP4"])["peer"], lab["SRV1_NET_IP4"])
+                    self.assertEqual(self.dig_as(u, lab["T1_NAME"]), ("NOERROR", [lab["T1_IP4"]]))
+            t.send_signal(signal.SIGTERM)
+            self.assertEqual(t.wait(15), 0, log_path.read_text())
+            self.assertNotIn(f"inet {table}", lab.nft_tables())
 
     def test_two_users_at_once_each_with_their_own_table(self):
         lab, a = self.lab, self.owner
@@ -327,6 +374,10 @@ class OwnSsh(LabTestCase):
         for p in sshs:
             self.assertEqual(uid_of(p), u.uid)
         self.assertIn(f"inet tprosshy_u{u.uid}", lab.nft_tables())
+        # `sudo tprosshy status` for the user's file asks the user's tprosshy, as the user.
+        r = lab.exec("client", u.argv(["sudo", "-n", self.bin, "status", "-c", cfg]))
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        self.assertIn("profile corp: up", r.stdout)
         t.send_signal(signal.SIGTERM)  # to sudo, which passes it on
         t.wait(15)
         wait_until(lambda: f"inet tprosshy_u{u.uid}" not in lab.nft_tables(), 3,
