@@ -162,11 +162,26 @@ void unblock_signals() {
   ::sigprocmask(SIG_UNBLOCK, &s, nullptr);
 }
 
-bool has_net_admin() {
+bool has_cap(int cap) {
   __user_cap_header_struct hdr{_LINUX_CAPABILITY_VERSION_3, 0};
   __user_cap_data_struct data[2]{};
   if (::syscall(SYS_capget, &hdr, data) != 0) return false;
-  return data[CAP_NET_ADMIN / 32].effective & (1u << (CAP_NET_ADMIN % 32));
+  return data[cap / 32].effective & (1u << (cap % 32));
+}
+
+bool has_net_admin() { return has_cap(CAP_NET_ADMIN); }
+
+// What a root tprosshy needs to run ssh as ssh_user: become it, give it its socket
+// directory, reach the sockets it makes there and signal it. Empty when it has all.
+std::string missing_for_ssh_user() {
+  std::string missing;
+  for (auto [cap, name] : {std::pair{CAP_SETUID, "CAP_SETUID"},
+                           {CAP_SETGID, "CAP_SETGID"},
+                           {CAP_CHOWN, "CAP_CHOWN"},
+                           {CAP_DAC_OVERRIDE, "CAP_DAC_OVERRIDE"},
+                           {CAP_KILL, "CAP_KILL"}})
+    if (!has_cap(cap)) missing += (missing.empty() ? "" : " ") + std::string(name);
+  return missing;
 }
 
 // Every flow holds sockets in tprosshy and in ssh (which inherits the limit).
@@ -193,6 +208,17 @@ void setup_logging(const std::string& level, int verbose) {
   spdlog::flush_on(spdlog::level::trace);
 }
 
+// For check: where `host` of `p` is, warning when ssh would take its key unseen.
+asio::awaitable<std::vector<asio::ip::tcp::endpoint>> servers_of(
+    const config::profile& p, const std::string& host, std::optional<tunnel::account> as) {
+  const auto f = co_await tunnel::query(p.ssh_args, host, as);
+  if (f.host_key_checking == "accept-new" && p.host_keys.empty())
+    std::cerr << "tprosshy: warning: profile " << p.name << ": ssh's settings for " << host
+              << " accept a server's key unseen the first time (StrictHostKeyChecking "
+                 "accept-new); pin it in host_keys (tprosshy keyscan prints it)\n";
+  co_return co_await tunnel::server_endpoints(p.ssh_args, host, as, !p.host_keys.empty());
+}
+
 int check(const cli& c) {
   unblock_signals();
   if (c.effective) {
@@ -201,22 +227,28 @@ int check(const cli& c) {
   }
   auto cfg = config::load(c.config);
   auto table = runtime::make_table(cfg);
+  // ssh_user takes root; anyone else asks ssh as themselves.
+  const auto ssh_as = ::geteuid() == 0 ? runtime::ssh_account(cfg) : std::nullopt;
   asio::io_context io;
   // One slot per host of each profile (backups too: a run bypasses them all), filled in
   // any order, printed in config order.
   std::vector<std::vector<nft::endpoint>> bypass;
+  int code = ex_ok;
   for (auto& p : cfg.profiles) {
     if (!p.enabled) continue;
     for (auto& host : p.hosts) {
       const auto slot = bypass.size();
       bypass.emplace_back();
-      asio::co_spawn(io, tunnel::server_endpoints(p.ssh_args, host),
+      asio::co_spawn(io, servers_of(p, host, ssh_as),
                      [&, slot](std::exception_ptr e, std::vector<asio::ip::tcp::endpoint> eps) {
                        for (auto& ep : eps)
                          bypass[slot].push_back({ep.address(), ep.port(), p.name});
                        if (!e) return;
                        try {
                          std::rethrow_exception(e);
+                       } catch (const tunnel::unchecked_host_keys& x) {
+                         std::cerr << "tprosshy: profile " << p.name << ": " << x.what() << "\n";
+                         code = ex_config;
                        } catch (const std::exception& x) {
                          std::cerr << "tprosshy: profile " << p.name << ": " << x.what()
                                    << " (its ssh server " << host
@@ -235,7 +267,7 @@ int check(const cli& c) {
   std::cout << nft::render(runtime::make_ruleset(
       cfg, table, all, p,
       dns ? runtime::read_resolv_conf("/etc/resolv.conf") : std::vector<net::address>{}));
-  return ex_ok;
+  return code;
 }
 
 // keyscan: the host_keys entries to paste, for each profile's hosts as `ssh -G` sees them.
@@ -248,6 +280,8 @@ int keyscan(const cli& c) {
       std::cerr << "tprosshy: " << c.config << ": no profile named '" << n << "'\n";
       return ex_usage;
     }
+  // ssh_user takes root; anyone else asks ssh as themselves.
+  const auto ssh_as = ::geteuid() == 0 ? runtime::ssh_account(cfg) : std::nullopt;
   asio::io_context io;
   int code = ex_ok;
   auto scan = [&]() -> asio::awaitable<void> {
@@ -259,7 +293,7 @@ int keyscan(const cli& c) {
       std::cout << "  " << p.name << ":\n    host_keys:\n";
       for (auto& host : p.hosts) {
         try {
-          const auto f = co_await tunnel::query(p.ssh_args, host);
+          const auto f = co_await tunnel::query(p.ssh_args, host, ssh_as);
           if (!f.proxy_jump.empty() || f.proxy_command) {
             std::cout << "      # " << host << " is reached through "
                       << (f.proxy_command ? "a ProxyCommand" : "ProxyJump " + f.proxy_jump.front())
@@ -268,7 +302,7 @@ int keyscan(const cli& c) {
             code = ex_unavailable;
             continue;
           }
-          for (auto& k : co_await tunnel::keyscan(f.hostname, f.port))
+          for (auto& k : co_await tunnel::keyscan(f.hostname, f.port, ssh_as))
             std::cout << "      - \"" << k << "\"  # " << host << " (" << f.hostname << ":"
                       << f.port << ")\n";
         } catch (const std::exception& e) {
@@ -500,6 +534,22 @@ int run(const cli& c) {
               << ": mode: gateway routes other hosts' traffic and needs a root tprosshy (run it "
                  "as root, e.g. the tprosshy service)\n";
     return ex_noperm;
+  }
+  if (!cfg.ssh_user.empty()) {
+    const auto as = runtime::ssh_account(cfg);
+    if (as && !root) {
+      const auto self = tunnel::account_by_uid(::geteuid());
+      std::cerr << "tprosshy: " << cfg.ssh_user_at.to_string() << ": ssh_user: running ssh as "
+                << cfg.ssh_user << " needs a root tprosshy (this one runs as "
+                << (self ? self->name : std::to_string(::geteuid())) << ")\n";
+      return ex_config;
+    }
+    if (const auto missing = missing_for_ssh_user(); as && !missing.empty()) {
+      std::cerr << "tprosshy: " << cfg.ssh_user_at.to_string() << ": ssh_user: running ssh as "
+                << cfg.ssh_user << " needs " << missing
+                << " (the tprosshy unit grants them; a container needs --cap-add)\n";
+      return ex_noperm;
+    }
   }
   if (tunnel::find_ssh().empty()) {
     std::cerr << "tprosshy: ssh is not installed (no 'ssh' in PATH)\n";

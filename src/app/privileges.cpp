@@ -1,7 +1,6 @@
 #include "app/privileges.hpp"
 
 #include <grp.h>
-#include <pwd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -23,14 +22,6 @@ namespace {
 
 [[noreturn]] void fail(const std::string& what) {
   throw std::system_error(errno, std::generic_category(), what);
-}
-
-std::optional<account> lookup(uid_t uid) {
-  std::vector<char> buf(16384);
-  passwd pw{}, *found = nullptr;
-  if (::getpwuid_r(uid, &pw, buf.data(), buf.size(), &found) != 0 || !found) return std::nullopt;
-  return account{pw.pw_uid, pw.pw_gid, pw.pw_name, pw.pw_dir ? pw.pw_dir : "",
-                 pw.pw_shell ? pw.pw_shell : ""};
 }
 
 std::string self_exe() {
@@ -109,7 +100,7 @@ std::string sudoers_line() {
   std::string user;
   if (const char* s = std::getenv("SUDO_USER"); s && *s && ::geteuid() == 0)
     user = s;
-  else if (auto a = lookup(::getuid()))
+  else if (auto a = tunnel::account_by_uid(::getuid()))
     user = a->name;
   else
     user = "#" + std::to_string(::getuid());
@@ -124,7 +115,7 @@ std::optional<account> sudo_user() {
   const auto end = s + std::strlen(s);
   if (auto [p, ec] = std::from_chars(s, end, uid); ec != std::errc{} || p != end || uid == 0)
     return std::nullopt;
-  return lookup(uid);
+  return tunnel::account_by_uid(uid);
 }
 
 bool owned_by(const std::filesystem::path& file, const account& a) {

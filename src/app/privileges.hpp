@@ -9,14 +9,11 @@
 #include <string>
 
 #include "helper/client.hpp"
+#include "tunnel/account.hpp"
 
 namespace tprosshy::app {
 
-struct account {
-  uid_t uid = 0;
-  gid_t gid = 0;
-  std::string name, home, shell;
-};
+using tunnel::account;
 
 // The user sudo ran us for (SUDO_UID, not root) when we are root; nullopt otherwise.
 std::optional<account> sudo_user();

@@ -105,6 +105,12 @@ std::optional<endpoint> parse_endpoint(std::string_view text) {
 
 namespace {
 
+bool account_exists(const std::string& name) {
+  std::vector<char> buf(16384);
+  passwd pw{}, *found = nullptr;
+  return ::getpwnam_r(name.c_str(), &pw, buf.data(), buf.size(), &found) == 0 && found;
+}
+
 namespace fs = std::filesystem;
 using detail::fail;
 using detail::join;
@@ -462,6 +468,12 @@ struct builder {
         c.helper_socket = n->text;
       else
         report(n->at, "helper", "'" + n->text + "' is not an absolute path");
+    }
+    if (const node* n = child(&root, "ssh_user")) {
+      if (!account_exists(n->text))
+        report(n->at, "ssh_user", "no account '" + n->text + "' in the password database");
+      c.ssh_user = n->text;
+      c.ssh_user_at = n->at;
     }
     if (const node* n = child(child(&root, "metrics"), "listen")) {
       auto e = n->type == kind::integer ? parse_endpoint("127.0.0.1:" + n->text)

@@ -110,6 +110,8 @@ struct config {
   std::chrono::milliseconds drain_timeout{300000};
   std::string control_socket = "/run/tprosshy/control.sock";
   std::string helper_socket = "/run/tprosshy-helper.sock";  // a user's way to its ruleset
+  std::string ssh_user;                                     // empty: ssh runs as we do
+  location ssh_user_at;                                     // where ssh_user was set
   std::optional<endpoint> metrics_listen;                   // none: no /metrics
   std::vector<net::prefix> exclude;                         // global: never redirected
   std::string log_level = "info";

@@ -243,6 +243,10 @@ std::string effective_yaml(const std::filesystem::path& file) {
 
   shaper s{detail::schema::builtin()};
   auto shaped = s.shape(s.schema.document(), &merged, {"include", "defaults"});
+  // The schema has root's control socket; another user's default is of their own.
+  if (node* sock = shaped ? shaped->find("control") : nullptr;
+      sock && (sock = sock->find("socket")))
+    if (is_builtin(sock->at)) sock->text = default_control_socket();
 
   std::string out = "# The configuration " + file.string() +
                     " makes: includes merged, defaults applied to every\n"

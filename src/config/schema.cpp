@@ -87,6 +87,13 @@ bool profile_name(std::string_view s) {
   });
 }
 
+// ^[a-z_][a-z0-9_.-]{0,31}$: an account name (ssh_user) as useradd makes them.
+bool account_name(std::string_view s) {
+  return !s.empty() && s.size() <= 32 && (s[0] == '_' || (s[0] >= 'a' && s[0] <= 'z')) &&
+         std::all_of(s.begin(), s.end(),
+                     [](char c) { return is_lower_alnum(c) || c == '_' || c == '-' || c == '.'; });
+}
+
 // ^(\.|[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*\.?)$: labels joined by single dots, one trailing dot
 // allowed, or "." alone.
 bool domain_name(std::string_view s) {
@@ -128,6 +135,7 @@ const std::map<std::string, bool (*)(std::string_view), std::less<>>& matchers()
   static const std::map<std::string, bool (*)(std::string_view), std::less<>> m = {
       {R"(^[^/\s:]{1,15}$)", interface_name},
       {R"(^[a-z0-9_-]{1,32}$)", profile_name},
+      {R"(^[a-z_][a-z0-9_.-]{0,31}$)", account_name},
       {R"(^(\.|[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*\.?)$)", domain_name},
       {R"(^[^-\s]\S*$)", ssh_destination},
       {R"(^[0-9]{1,9}(ms|s|m|h)?$)", duration},

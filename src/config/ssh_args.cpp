@@ -129,6 +129,10 @@ std::optional<std::string> setting_reason(const setting& s) {
   if (k == "remoteforward")
     return std::string("sets RemoteForward, a port forwarding ") + forwarding;
   if (k == "dynamicforward") return std::string("sets DynamicForward, a SOCKS port ") + forwarding;
+  if (k == "stricthostkeychecking" && (is_no(s.value) || s.value == "off"))
+    return "turns host-key checking off, so whoever answers on the path to the server gets "
+           "every flow; pin the server's keys in host_keys (tprosshy keyscan prints them) or "
+           "put them in known_hosts";
   if (k == "tunnel" && !is_no(s.value))
     return std::string("sets Tunnel, a tun device forwarding ") + forwarding;
   return std::nullopt;

@@ -4,7 +4,8 @@
 //   ssh -N -o ControlMaster=yes -o ControlPath=DIR/NAME -o BatchMode=yes ... [ssh_args] host
 // and hands every flow to that master over its control socket, so it must own the master's
 // life (no fork to the background, no ControlPersist), its control socket, and its
-// forwardings; and ssh must never wait for a password nobody can type.
+// forwardings; ssh must never wait for a password nobody can type; and it must always
+// check the server's host key.
 #include <cstddef>
 #include <string>
 #include <vector>
@@ -25,7 +26,8 @@ struct ssh_arg_refusal {
 //   -f -M -s -G -V, -D -L -R -W -w -S -O -Q;
 //   -o ControlMaster, ControlPath, ControlPersist, LocalForward, RemoteForward,
 //      DynamicForward (any value); ForkAfterAuthentication and Tunnel unless no;
-//      SessionType unless none; BatchMode=no;
+//      SessionType unless none; BatchMode=no; StrictHostKeyChecking no, off or false
+//      (host keys are always checked: pinned in host_keys or in known_hosts);
 //   an option that needs a value as the last entry (ssh would take the destination).
 // Everything else passes, -N, -n, -J, -F, -E, StdinNull and ExitOnForwardFailure included.
 // Returns every refusal, in list order; none means the list is fine.

@@ -68,11 +68,11 @@ asio::awaitable<void> sleep_for(std::chrono::steady_clock::duration d) {
 
 }  // namespace
 
-profile::profile(asio::any_io_executor ex, config::profile settings, std::string control_path,
+profile::profile(asio::any_io_executor ex, config::profile settings, ssh_home home,
                  observer on_event, std::shared_ptr<counters> totals)
     : ex_(std::move(ex)),
       settings_(std::move(settings)),
-      control_path_(std::move(control_path)),
+      home_(std::move(home)),
       on_event_(std::move(on_event)),
       drained_(ex_, asio::steady_timer::time_point::max()),
       stats_(totals ? std::move(totals) : std::make_shared<counters>()) {
@@ -137,13 +137,14 @@ std::vector<std::string> profile::ssh_args() const {
   if (settings_.host_keys.empty()) return settings_.ssh_args;
   // Pinned keys: a private known_hosts under one alias for every host of the profile, and
   // strict checking, ahead of everything the user's files or ssh_args say.
-  const auto file = control_path_ + ".known_hosts";
+  const auto& file = home_.known_hosts;
   const auto alias = "tprosshy." + settings_.name;
   {
     std::ofstream out(file, std::ios::trunc);
     for (auto& k : settings_.host_keys) out << alias << " " << k << "\n";
   }
-  ::chmod(file.c_str(), 0600);
+  // Public keys; another account's ssh reads them but cannot change them.
+  ::chmod(file.c_str(), home_.as ? 0644 : 0600);
   std::vector<std::string> args{"-o", "UserKnownHostsFile=" + file,
                                 "-o", "GlobalKnownHostsFile=/dev/null",
                                 "-o", "StrictHostKeyChecking=yes",
@@ -172,7 +173,8 @@ asio::awaitable<void> profile::locate(std::chrono::milliseconds limit) {
     if (located_[h]) continue;
     auto find = [&]() -> asio::awaitable<std::optional<std::vector<tcp::endpoint>>> {
       try {
-        co_return co_await tunnel::server_endpoints(settings_.ssh_args, settings_.hosts[h]);
+        co_return co_await tunnel::server_endpoints(settings_.ssh_args, settings_.hosts[h],
+                                                    home_.as);
       } catch (const std::exception& e) {
         last_error_ = e.what();
         co_return std::nullopt;
@@ -241,7 +243,8 @@ asio::awaitable<bool> profile::find_host(std::size_t host) {
   while (!stopping_) {
     std::string why;
     try {
-      for (auto& ep : co_await tunnel::server_endpoints(settings_.ssh_args, settings_.hosts[host]))
+      for (auto& ep : co_await tunnel::server_endpoints(settings_.ssh_args, settings_.hosts[host],
+                                                        home_.as, !settings_.host_keys.empty()))
         bypass_.push_back({ep.address(), ep.port(), settings_.name});
       located_[host] = true;
       co_return true;
@@ -284,9 +287,10 @@ asio::awaitable<void> profile::run_host(std::size_t host) {
     o.profile = member_name(m);
     o.destination = settings_.hosts[host];
     o.ssh_args = ssh_args();
-    o.control_path = members_.size() == 1 ? control_path_
-                                          : control_path_ + "." + std::to_string(host) + "." +
+    o.control_path = members_.size() == 1 ? home_.control_path
+                                          : home_.control_path + "." + std::to_string(host) + "." +
                                                 std::to_string(m.index);
+    o.as = home_.as;
     if (settings_.health.probe) {
       o.probe = tcp::endpoint(settings_.health.probe->address, *settings_.health.probe->port);
       o.probe_must_open = true;

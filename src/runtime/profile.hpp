@@ -41,15 +41,21 @@ struct member {
   bool was_up = false;
 };
 
+// Where a profile's ssh lives.
+struct ssh_home {
+  std::string control_path;           // the stem of its tunnels' control sockets
+  std::string known_hosts;            // its pinned host keys, written when it has some
+  std::optional<tunnel::account> as;  // the account every ssh of it runs as; none: ours
+};
+
 class profile {
  public:
   enum class event { bypass, up, down, nameserver };
   using observer = std::function<void(profile&, event)>;
 
-  // `control_path`: the stem of its tunnels' control sockets. `totals`: the counters of
-  // an earlier object of the same name (a reload that replaced it), so that a name's
-  // counters never go back; null: fresh ones.
-  profile(boost::asio::any_io_executor ex, config::profile settings, std::string control_path,
+  // `totals`: the counters of an earlier object of the same name (a reload that replaced
+  // it), so that a name's counters never go back; null: fresh ones.
+  profile(boost::asio::any_io_executor ex, config::profile settings, ssh_home home,
           observer on_event, std::shared_ptr<counters> totals = nullptr);
   ~profile();
   profile(const profile&) = delete;
@@ -93,7 +99,7 @@ class profile {
   std::optional<std::size_t> serving_host() const;
   std::uint64_t failovers() const { return stats_->failovers; }
   int ssh_pid() const;  // the first member's
-  const std::string& control_path() const { return control_path_; }
+  const std::string& control_path() const { return home_.control_path; }
   std::optional<std::chrono::system_clock::time_point> up_since() const;
   // Queries its DNS upstream answered, by rcode name.
   std::map<std::string, std::uint64_t>& dns_answers() { return stats_->dns_answers; }
@@ -130,7 +136,7 @@ class profile {
 
   boost::asio::any_io_executor ex_;
   config::profile settings_;
-  std::string control_path_;
+  ssh_home home_;
   observer on_event_;
   std::vector<std::unique_ptr<boost::asio::steady_timer>> retry_;  // by host
   std::vector<member> members_;                                    // host by host, in pool order

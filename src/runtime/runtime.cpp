@@ -1,6 +1,7 @@
 #include "runtime/runtime.hpp"
 
 #include <spdlog/spdlog.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <boost/asio/as_tuple.hpp>
@@ -43,13 +44,30 @@ struct snapshot {
 
 }  // namespace
 
+std::optional<tunnel::account> ssh_account(const config::config& c) {
+  if (c.ssh_user.empty()) return std::nullopt;
+  auto a = tunnel::account_by_name(c.ssh_user);
+  if (!a)
+    throw std::runtime_error(c.ssh_user_at.to_string() + ": ssh_user: no account '" + c.ssh_user +
+                             "' in the password database");
+  if (a->uid == ::geteuid()) return std::nullopt;  // ssh runs as we do anyway
+  return a;
+}
+
 struct runtime::impl {
   impl(asio::any_io_executor e, config::config c, kernel& n)
-      : ex(std::move(e)), cfg(std::move(c)), nl(n), changed(ex, 1), expiry(ex) {}
+      : ex(std::move(e)),
+        cfg(std::move(c)),
+        nl(n),
+        ssh_as(ssh_account(cfg)),
+        dir(ssh_as),
+        changed(ex, 1),
+        expiry(ex) {}
 
   asio::any_io_executor ex;
   config::config cfg;
   kernel& nl;
+  std::optional<tunnel::account> ssh_as;  // ssh_user's; none: ssh runs as we do
   tunnel::control_dir dir;
   std::map<std::string, std::shared_ptr<profile>> profiles;  // by name: the one owner
   std::vector<std::shared_ptr<profile>> draining;            // replaced or removed by a reload
@@ -188,8 +206,8 @@ struct runtime::impl {
     auto& t = totals[pc.name];
     if (!t) t = std::make_shared<counters>();
     return std::make_shared<profile>(
-        ex, pc, dir.socket(socket_name), [this](profile& p, profile::event e) { on_event(p, e); },
-        t);
+        ex, pc, ssh_home{dir.socket(socket_name), dir.file(socket_name + ".known_hosts"), ssh_as},
+        [this](profile& p, profile::event e) { on_event(p, e); }, t);
   }
 
   asio::awaitable<reload_result> reload(const std::filesystem::path& file);
@@ -351,6 +369,7 @@ asio::awaitable<runtime::reload_result> runtime::impl::reload(const std::filesys
   if (next.cache_size != cfg.cache_size) fixed.push_back("dns.cache_size");
   if (next.control_socket != cfg.control_socket) fixed.push_back("control.socket");
   if (next.helper_socket != cfg.helper_socket) fixed.push_back("helper");
+  if (next.ssh_user != cfg.ssh_user) fixed.push_back("ssh_user");
   if (text(next.metrics_listen) != text(cfg.metrics_listen)) fixed.push_back("metrics.listen");
   if (!fixed.empty()) {
     std::string keys;

@@ -28,6 +28,10 @@ struct listen_error : std::runtime_error {
 
 // Where the ruleset goes: the helper process (see DESIGN.md, "Trust boundary"). Each call
 // is one atomic change or throws std::system_error saying what was refused.
+// The account ssh_user names (every ssh runs as it); none when unset. Throws
+// std::runtime_error, naming where ssh_user is set, when the account is gone.
+std::optional<tunnel::account> ssh_account(const config::config& c);
+
 class kernel {
  public:
   virtual ~kernel() = default;

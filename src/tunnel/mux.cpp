@@ -151,7 +151,7 @@ asio::awaitable<void> send_fds(socket& s, std::span<const int> fds) {
   }
 }
 
-asio::awaitable<socket> open(std::string path, bytes first) {
+asio::awaitable<socket> open(std::string path, bytes first, int master) {
   auto ex = co_await asio::this_coro::executor;
   socket s(ex);
   const asio::local::stream_protocol::endpoint ep(path);
@@ -167,6 +167,17 @@ asio::awaitable<socket> open(std::string path, bytes first) {
       throw boost::system::system_error(errno, boost::system::system_category(), "connect " + path);
     pause.expires_after(std::chrono::milliseconds(1));
     co_await pause.async_wait(use_awaitable);
+  }
+  if (master != 0) {
+    ucred peer{};
+    socklen_t len = sizeof peer;
+    if (::getsockopt(s.native_handle(), SOL_SOCKET, SO_PEERCRED, &peer, &len) != 0)
+      throw boost::system::system_error(errno, boost::system::system_category(),
+                                        "SO_PEERCRED " + path);
+    if (peer.pid != master)
+      throw std::runtime_error("control socket " + path + " is served by pid " +
+                               std::to_string(peer.pid) + " (uid " + std::to_string(peer.uid) +
+                               "), not by ssh (pid " + std::to_string(master) + ")");
   }
   co_await asio::async_write(s, asio::buffer(first), use_awaitable);
   co_return s;

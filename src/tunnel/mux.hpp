@@ -63,8 +63,10 @@ boost::asio::awaitable<message> read(socket& s);
 boost::asio::awaitable<void> send_fds(socket& s, std::span<const int> fds);
 
 // Connects to a master's control socket and sends `first` (the hello and a request) in
-// one write. Throws boost::system::system_error.
-boost::asio::awaitable<socket> open(std::string path, bytes first);
+// one write. With `master` (not 0) the socket must be that process's (SO_PEERCRED), so that
+// nothing else listening at `path` gets the request or the descriptors that follow it.
+// Throws boost::system::system_error, or std::runtime_error for another process's socket.
+boost::asio::awaitable<socket> open(std::string path, bytes first, int master = 0);
 
 // Reads the master's hello; throws std::runtime_error if it speaks another version.
 boost::asio::awaitable<void> expect_hello(socket& s);

@@ -72,6 +72,8 @@ ssh_facts parse_ssh_g(const std::string& text) {
         if (comma == std::string::npos) break;
         pos = comma + 1;
       }
+    } else if (key == "stricthostkeychecking") {
+      f.host_key_checking = value;
     } else if (key == "proxycommand" && value != "none") {
       f.proxy_command = true;
     }
@@ -115,13 +117,13 @@ struct output {
   std::string out, err;
 };
 
-asio::awaitable<output> run_ssh(const std::vector<std::string>& args,
-                                const std::string& program = "ssh") {
+asio::awaitable<output> run_ssh(const std::vector<std::string>& args, const std::string& program,
+                                const std::optional<account>& as) {
   auto ex = co_await asio::this_coro::executor;
   auto ssh = bp::environment::find_executable(program).string();
   if (ssh.empty()) throw std::runtime_error(program + " is not installed (not in PATH)");
   asio::readable_pipe out(ex), err(ex);
-  bp::process proc(ex, ssh, args, bp::process_stdio{nullptr, out, err}, child_setup{});
+  auto proc = launch(ex, ssh, args, bp::process_stdio{nullptr, out, err}, as);
   auto [o, e] = co_await (read_all(out) && read_all(err));
   int rc = co_await proc.async_wait(use_awaitable);
   co_return output{rc, std::move(o), std::move(e)};
@@ -136,12 +138,13 @@ std::string ssh_message(const std::string& err) {
 }  // namespace
 
 asio::awaitable<ssh_facts> query(const std::vector<std::string>& ssh_args,
-                                 const std::string& destination) {
+                                 const std::string& destination, std::optional<account> as) {
   std::vector<std::string> args{"-G"};
   args.insert(args.end(), ssh_args.begin(), ssh_args.end());
   args.push_back("--");
   args.push_back(destination);
-  auto r = co_await run_ssh(args);
+  const std::string program = "ssh";
+  auto r = co_await run_ssh(args, program, as);
   if (r.rc != 0) {
     auto why = ssh_message(r.err);
     throw std::runtime_error("ssh -G " + destination + " failed" + (why.empty() ? "" : ": " + why));
@@ -150,8 +153,16 @@ asio::awaitable<ssh_facts> query(const std::vector<std::string>& ssh_args,
 }
 
 asio::awaitable<std::vector<tcp::endpoint>> server_endpoints(
-    const std::vector<std::string>& ssh_args, const std::string& destination) {
-  auto facts = co_await query(ssh_args, destination);
+    const std::vector<std::string>& ssh_args, const std::string& destination,
+    std::optional<account> as, bool pinned) {
+  auto facts = co_await query(ssh_args, destination, as);
+  if (!pinned && facts.host_key_checking == "false")
+    throw unchecked_host_keys(
+        "ssh's settings for " + destination +
+        " turn host-key checking off (StrictHostKeyChecking no), so whoever answers on the "
+        "path would get every flow; pin the server's keys in host_keys (tprosshy keyscan "
+        "prints them), or check them (StrictHostKeyChecking yes or accept-new) against "
+        "known_hosts");
   if (!facts.proxy_jump.empty()) {
     auto j = parse_jump(facts.proxy_jump.front());
     if (!j) throw std::runtime_error("cannot parse ProxyJump '" + facts.proxy_jump.front() + "'");
@@ -160,7 +171,7 @@ asio::awaitable<std::vector<tcp::endpoint>> server_endpoints(
       args.push_back("-p");
       args.push_back(std::to_string(*j->port));
     }
-    facts = co_await query(args, j->destination);
+    facts = co_await query(args, j->destination, as);
     facts.proxy_jump.clear();
   }
   if (facts.proxy_command) co_return std::vector<tcp::endpoint>{};
@@ -172,11 +183,12 @@ asio::awaitable<std::vector<tcp::endpoint>> server_endpoints(
   }
 }
 
-asio::awaitable<std::vector<std::string>> keyscan(const std::string& host, uint16_t port) {
+asio::awaitable<std::vector<std::string>> keyscan(const std::string& host, uint16_t port,
+                                                  std::optional<account> as) {
   // Named, not temporaries: GCC 12 miscompiles a braced list inside co_await's arguments.
   const std::vector<std::string> args{"-T", "5", "-p", std::to_string(port), host};
   const std::string program = "ssh-keyscan";
-  auto r = co_await run_ssh(args, program);
+  auto r = co_await run_ssh(args, program, as);
   std::vector<std::string> keys;
   std::istringstream in(r.out);
   std::string line;

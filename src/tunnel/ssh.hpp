@@ -6,8 +6,11 @@
 #include <boost/asio/ip/tcp.hpp>
 #include <cstdint>
 #include <optional>
+#include <stdexcept>
 #include <string>
 #include <vector>
+
+#include "tunnel/account.hpp"
 
 namespace tprosshy::tunnel {
 
@@ -19,6 +22,14 @@ struct ssh_facts {
   uint16_t port = 22;
   std::vector<std::string> proxy_jump;  // empty when none
   bool proxy_command = false;           // ssh's connection is some program's business
+  std::string host_key_checking;        // StrictHostKeyChecking: true, false, ask, accept-new
+};
+
+// The settings ssh would use for a server do not check its host key (StrictHostKeyChecking
+// no, from an ssh_config) and the profile pins none: whoever answers on the path would get
+// every flow.
+struct unchecked_host_keys : std::runtime_error {
+  using std::runtime_error::runtime_error;
 };
 
 // Parses `ssh -G` output.
@@ -32,18 +43,26 @@ struct jump {
 };
 std::optional<jump> parse_jump(const std::string& entry);
 
+// Each ssh runs as `as` when given (a root tprosshy's ssh_user), else as this process.
+
 // Runs `ssh -G`. Throws std::runtime_error with ssh's message if ssh refuses.
 boost::asio::awaitable<ssh_facts> query(const std::vector<std::string>& ssh_args,
-                                        const std::string& destination);
+                                        const std::string& destination,
+                                        std::optional<account> as = std::nullopt);
 
 // The addresses and ports ssh connects to for this destination: the first ProxyJump hop
-// if there is one, else the host itself, resolved. Throws std::runtime_error on failure.
+// if there is one, else the host itself, resolved. Unless the profile pins its keys
+// (`pinned`: tprosshy then turns strict checking on itself), ssh's settings for the
+// destination must check its host key, else unchecked_host_keys. Throws std::runtime_error
+// on failure.
 boost::asio::awaitable<std::vector<tcp::endpoint>> server_endpoints(
-    const std::vector<std::string>& ssh_args, const std::string& destination);
+    const std::vector<std::string>& ssh_args, const std::string& destination,
+    std::optional<account> as = std::nullopt, bool pinned = false);
 
 // The host keys a server offers, as "type base64" lines (ssh-keyscan). Throws
 // std::runtime_error when it answers none.
-boost::asio::awaitable<std::vector<std::string>> keyscan(const std::string& host, uint16_t port);
+boost::asio::awaitable<std::vector<std::string>> keyscan(const std::string& host, uint16_t port,
+                                                         std::optional<account> as = std::nullopt);
 
 // ssh -N -o ControlMaster=yes -o ControlPath=control_path ... [ssh_args] -- destination.
 // Our -o options come first because ssh keeps the first value it sees of each option, so

@@ -163,7 +163,7 @@ struct tunnel::impl : std::enable_shared_from_this<impl> {
     while (std::chrono::steady_clock::now() < deadline) {
       try {
         auto s = co_await mux::open(opt.control_path,
-                                    concat(mux::encode_hello(), mux::encode_alive_check(0)));
+                                    concat(mux::encode_hello(), mux::encode_alive_check(0)), pid);
         co_await mux::expect_hello(s);
         const auto m = co_await mux::read(s);
         if (m.type == mux::alive && static_cast<int>(m.value) == pid) co_return std::move(s);
@@ -261,7 +261,8 @@ struct tunnel::impl : std::enable_shared_from_this<impl> {
           s.emplace(co_await mux::open(
               opt.control_path,
               concat(mux::encode_hello(),
-                     mux::encode_stdio_fwd(1, dst.address().to_string(), dst.port()))));
+                     mux::encode_stdio_fwd(1, dst.address().to_string(), dst.port())),
+              child));
           const int fds[] = {fd, fd};  // ssh's stdin and stdout: it reads and writes the flow
           co_await mux::send_fds(*s, fds);
           co_await mux::expect_hello(*s);
@@ -362,7 +363,14 @@ struct tunnel::impl : std::enable_shared_from_this<impl> {
     fingerprint.clear();
     auto args = tunnel_command(opt.ssh_args, opt.destination, opt.control_path);
     asio::readable_pipe err(ex);
-    bp::process p(ex, ssh, args, bp::process_stdio{nullptr, nullptr, err}, child_setup{});
+    std::optional<bp::process> started;
+    try {
+      started.emplace(launch(ex, ssh, args, bp::process_stdio{nullptr, nullptr, err}, opt.as));
+    } catch (const std::system_error& e) {
+      last_error = "cannot start ssh" + (opt.as ? " as " + opt.as->name : "") + ": " + e.what();
+      co_return false;
+    }
+    auto& p = *started;
     proc = &p;
     child = p.id();
     spdlog::debug("[{}] started ssh (pid {}) with control socket {}", opt.profile, child,
@@ -552,9 +560,9 @@ asio::awaitable<std::string> tunnel::exec(std::string command, std::chrono::mill
       std::optional<mux::socket> s;
       {
         auto slot = co_await self->setups.enter();
-        s.emplace(
-            co_await mux::open(self->opt.control_path,
-                               concat(mux::encode_hello(), mux::encode_new_session(1, command))));
+        s.emplace(co_await mux::open(
+            self->opt.control_path,
+            concat(mux::encode_hello(), mux::encode_new_session(1, command)), self->child));
         const int fds[] = {devnull.get(), out_w.get(), err_w.get()};
         co_await mux::send_fds(*s, fds);
         devnull.reset();

@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "net/fd.hpp"
+#include "tunnel/account.hpp"
 #include "tunnel/mux.hpp"
 
 namespace tprosshy::tunnel {
@@ -31,7 +32,8 @@ struct options {
   std::string profile;  // for the log
   std::string destination;
   std::vector<std::string> ssh_args;
-  std::string control_path;  // the master's socket; its directory must be private
+  std::string control_path;   // the master's socket; its directory must be private
+  std::optional<account> as;  // ssh runs as this account (a root tprosshy's ssh_user)
   std::chrono::milliseconds backoff_min{500};
   std::chrono::milliseconds backoff_max{30000};
   std::chrono::milliseconds ready_timeout{60000};

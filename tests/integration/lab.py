@@ -21,6 +21,7 @@ import hashlib
 import os
 import pwd
 import re
+import shutil
 import signal
 import subprocess
 import time
@@ -382,7 +383,9 @@ class Tprosshy:
         self.control_socket = Path(f"{base}.ctl")
         self.write_config(config)
         self.log_path = Path(f"{base}.log")
-        self.argv = [binary or tprosshy_bin(), "-c", str(self.config_path), *map(str, args)]
+        self.binary = binary or tprosshy_bin()
+        # A test may put a wrapper (setpriv, say) in front; ctl() still runs the binary.
+        self.argv = [self.binary, "-c", str(self.config_path), *map(str, args)]
         self.env = env
         self.proc = None
 
@@ -396,11 +399,11 @@ class Tprosshy:
 
     def ctl(self, *args, timeout=150):
         """`tprosshy reload|status ... -c CONFIG` in this run's namespace -> CompletedProcess."""
-        return self.lab.exec(self.role, [self.argv[0], *args, "-c", self.config_path],
+        return self.lab.exec(self.role, [self.binary, *args, "-c", self.config_path],
                              timeout=timeout)
 
     def start(self):
-        if not os.access(self.argv[0], os.X_OK):
+        if not shutil.which(self.argv[0]):
             raise LabError(f"tprosshy binary not found: {self.argv[0]} (set TPROSSHY_BIN)")
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(self.lab.argv(self.role, self.argv),

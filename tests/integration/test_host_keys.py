@@ -165,6 +165,53 @@ profiles:
         self.assertRegex(r.stderr, rf"{re.escape(str(config))}:6:9: .*host_keys\[1\].*not base64")
 
 
+    def test_host_keys_are_always_checked(self):
+        """Checking turned off, in ssh_args or in the ssh config, fails check and the profile;
+        pinned keys make the ssh config's setting moot; accept-new passes with a warning."""
+        lab = self.lab
+        text = Path(lab.ssh_config).read_text()
+        self.assertIn("StrictHostKeyChecking yes", text)
+        careless = lab.write_file("ssh_config.careless",
+                                  text.replace("StrictHostKeyChecking yes", "StrictHostKeyChecking no"))
+        trusting = lab.write_file("ssh_config.accept-new", text.replace(
+            "StrictHostKeyChecking yes", "StrictHostKeyChecking accept-new"))
+
+        def config(name, ssh_config, extra="", args=""):
+            return lab.write_file(name, f"""profiles:
+  net1:
+    host: srv1
+    ssh_args: ["-F", "{ssh_config}"{args}]
+    subnets: ["{lab['T1_NET4']}"]
+{extra}""")
+        # In ssh_args: refused where it is written.
+        bad = config("strict-args.yaml", lab.ssh_config,
+                     args=', "-o", "StrictHostKeyChecking=no"')
+        r = lab.exec("client", [lab_bin(), "check", "-c", bad])
+        self.assertEqual(r.returncode, 78, r.stdout + r.stderr)
+        self.assertRegex(r.stderr, rf"{re.escape(str(bad))}:4:\d+: .*StrictHostKeyChecking=no' "
+                                   r"turns host-key checking off.*host_keys")
+        # In the ssh config, as `ssh -G` reports it.
+        r = lab.exec("client", [lab_bin(), "check", "-c", config("strict-g.yaml", careless)],
+                     timeout=60)
+        self.assertEqual(r.returncode, 78, r.stdout + r.stderr)
+        self.assertIn("profile net1: ssh's settings for srv1 turn host-key checking off", r.stderr)
+        # ... and a run never brings that profile up.
+        t = self.tprosshy(config("strict-run.yaml", careless).read_text())
+        self.assertEqual(t.wait_exit(60), 69, t.log())
+        self.assertIn("turn host-key checking off", t.log())
+        self.assertEqual(lab.count_procs("client", "ssh"), 0)
+        # Pinned keys: tprosshy checks them itself, strictly.
+        pinned = config("strict-pinned.yaml", careless,
+                        extra=f'    host_keys: ["{self.srv1}"]\n')
+        r = lab.exec("client", [lab_bin(), "check", "-c", pinned], timeout=60)
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        # accept-new: allowed, with a warning.
+        r = lab.exec("client", [lab_bin(), "check", "-c", config("accept-new.yaml", trusting)],
+                     timeout=60)
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        self.assertIn("warning: profile net1: ssh's settings for srv1 accept a server's key "
+                      "unseen", r.stderr)
+
 def lab_bin():
     from lab import tprosshy_bin
     return tprosshy_bin()

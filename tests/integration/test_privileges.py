@@ -2,6 +2,7 @@
 known_hosts and agent), and only the helper, a process of its own, is root; `sudo tprosshy`
 drops to the user before it reads a file; a root tprosshy reads only files nobody else may
 change."""
+import json
 import os
 import re
 import shutil
@@ -383,6 +384,21 @@ class OwnSsh(LabTestCase):
         wait_until(lambda: f"inet tprosshy_u{u.uid}" not in lab.nft_tables(), 3,
                    what="the user's table gone")
 
+    def test_sudo_without_the_agent_says_how_to_keep_it(self):
+        lab, u = self.lab, self.owner
+        cfg = u.write(".tprosshy.yaml", self.config())
+        sudoers = Path(f"/etc/sudoers.d/tpl-{lab.name}")
+        sudoers.write_text(f"{u.name} ALL=(root) NOPASSWD: {self.bin}\n")  # no env_keep
+        sudoers.chmod(0o440)
+        self.addCleanup(sudoers.unlink)
+        r = lab.exec("client", u.argv(["sudo", "-n", self.bin, "-c", cfg],
+                                      SSH_AUTH_SOCK=self.agent_sock), timeout=90)
+        out = r.stdout + r.stderr
+        # The key is only in the agent sudo dropped: no tunnel, and the log says why.
+        self.assertEqual(r.returncode, 69, out)
+        self.assertIn(f"running as {u.name} for sudo, without an ssh agent", out)
+        self.assertIn("sudo --preserve-env=SSH_AUTH_SOCK", out)
+
     def test_sudo_tprosshy_reads_files_as_the_user(self):
         lab, u = self.lab, self.owner
         cfg = u.write(".tprosshy.yaml", self.config(include="/etc/shadow"))
@@ -405,6 +421,114 @@ class OwnSsh(LabTestCase):
         self.assertIn(str(t.config_path), t.log())
         self.assertIn("0664", t.log())
 
+
+    def test_a_root_tprosshy_runs_every_ssh_as_ssh_user(self):
+        """ssh_user: a dedicated account with a key of its own (no agent), its aliases and
+        known_hosts: every ssh is that account's, a ProxyCommand of its config runs as it,
+        pinned host keys still decide, and the masters' sockets are in a directory it owns
+        inside tprosshy's, all gone at the end."""
+        lab = self.lab
+        k = LocalUser(lab, "k")
+        self.addCleanup(k.remove)
+        record = k.home / "proxy.record"
+        k.write(".ssh/config", f"""Host corp
+  HostName {lab['SRV1_IP4']}
+  ProxyCommand python3 {self.shared / 'relay.py'} {record} %h %p
+Host pinned
+  HostName {lab['SRV2_IP4']}
+Host *
+  User root
+  IdentityFile ~/.ssh/id_svc
+  IdentitiesOnly yes
+  UserKnownHostsFile ~/.ssh/known_hosts
+  GlobalKnownHostsFile /dev/null
+  StrictHostKeyChecking yes
+""")
+        k.write(".ssh/known_hosts", Path(lab["KNOWN_HOSTS"]).read_text())
+        key = k.home / ".ssh" / "id_svc"
+        subprocess.run(k.argv(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", key]),
+                       check=True, timeout=30)
+        with open(lab.state / "authorized_keys", "a") as f:
+            f.write((key.parent / "id_svc.pub").read_text())
+        srv2 = " ".join(Path(lab["SRV2_HOST_PUB"]).read_text().split()[:2])
+        config = f"""ssh_user: {k.name}
+profiles:
+  corp: {{host: corp, subnets: ["@T1_NET4@"]}}
+  pinned: {{host: pinned, host_keys: ["{srv2}"], subnets: ["@T2_NET4@"]}}
+"""
+        # With only the capabilities the shipped unit leaves it.
+        unit = (SOURCE_DIR / "systemd" / "tprosshy.service.in").read_text()
+        caps = re.search(r"^CapabilityBoundingSet=(.*)$", unit, re.M).group(1).split()
+        self.assertIn("CAP_SETUID", caps)
+
+        def bounded(t, keep):
+            t.argv = ["setpriv", "--bounding-set",
+                      "-all," + ",".join("+" + c.removeprefix("CAP_").lower() for c in keep),
+                      *t.argv]
+            return t.start()
+        short = bounded(self.tprosshy(config, start=False), [c for c in caps if c != "CAP_KILL"])
+        self.assertEqual(short.wait_exit(15), 77, short.log())
+        # (line 2: the lab puts its control socket first)
+        self.assertIn(f"{short.config_path}:2:11: ssh_user: running ssh as {k.name} needs CAP_KILL",
+                      short.log())
+        t = bounded(self.tprosshy(config, start=False), caps)
+        t.wait_ready(40)
+
+        def get(host):
+            r = lab.exec("client", ["python3", self.shared / "client.py", "http", host, 80,
+                                    "GET", "/who", "--timeout", 5], timeout=35, text=False)
+            self.assertEqual(r.returncode, 0, r.stderr)
+            return parse_who(parse_http(r.stdout)[1])
+        self.assertEqual(get(lab["T1_IP4"])["peer"], lab["SRV1_NET_IP4"])
+        self.assertEqual(get(lab["T2_IP4"])["peer"], lab["SRV2_NET_IP4"])
+        self.assertEqual(set(record.read_text().split()), {f"uid={k.uid}"})
+        self.assertEqual(uid_of(t.pid), 0)
+        sshs = [p for p in descendants(t.pid) if comm(p) == "ssh"]
+        self.assertEqual(len(sshs), 2, [comm(p) for p in descendants(t.pid)])
+        for p in sshs:
+            self.assertEqual(uid_of(p), k.uid, f"ssh {p} is not {k.name}'s")
+        r = t.ctl("status", "--json")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        paths = [Path(tn["control_path"]) for p in json.loads(r.stdout)["profiles"]
+                 for tn in p["tunnels"]]
+        self.assertEqual(len(paths), 2)
+        sockets = paths[0].parent
+        for p in paths:
+            self.assertEqual(p.parent, sockets)
+            self.assertEqual(p.stat().st_uid, k.uid)  # ssh, as the account, bound it
+        st, top = sockets.stat(), sockets.parent.stat()
+        self.assertEqual((st.st_uid, oct(st.st_mode & 0o7777)), (k.uid, "0o700"))
+        self.assertEqual((top.st_uid, oct(top.st_mode & 0o7777)), (0, "0o711"))
+        pinned = sockets.parent / "pinned.known_hosts"  # ours: the account reads, never writes
+        self.assertEqual((pinned.stat().st_uid, oct(pinned.stat().st_mode & 0o777)), (0, "0o644"))
+        self.assertEqual(t.stop(signal.SIGTERM, timeout=15), 0, t.log())
+        self.assertFalse(sockets.parent.exists())
+
+    def test_ssh_user_needs_a_root_tprosshy(self):
+        lab, u = self.lab, self.owner
+        cfg = u.write(".tprosshy.yaml", "ssh_user: nobody\n" + self.config())
+        r = lab.exec("client", u.argv([self.bin, "-c", cfg]), timeout=30)
+        self.assertEqual(r.returncode, 78, r.stdout + r.stderr)
+        self.assertIn(f"{cfg}:1:11: ssh_user: running ssh as nobody needs a root tprosshy",
+                      r.stderr)
+        # Its own name is no change at all.
+        own = u.write(".own.yaml", f"ssh_user: {u.name}\n" + self.config())
+        r = lab.exec("client", u.argv([self.bin, "check", "-c", own]), timeout=30)
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+
+    def test_a_users_effective_config_names_their_own_control_socket(self):
+        lab, u = self.lab, self.owner
+        cfg = u.write(".tprosshy.yaml", self.config())
+        r = lab.exec("client", u.argv([self.bin, "check", "--effective", "-c", cfg]))
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertIn(f"socket: {u.home}/.cache/tprosshy/control.sock  # default", r.stdout)
+        self.assertNotIn("/run/tprosshy/", r.stdout)
+        run = u.home / "xdg"
+        run.mkdir(mode=0o700, exist_ok=True)
+        os.chown(run, u.uid, u.gid)
+        r = lab.exec("client", u.argv([self.bin, "check", "--effective", "-c", cfg],
+                                      XDG_RUNTIME_DIR=run))
+        self.assertIn(f"socket: {run}/tprosshy/control.sock  # default", r.stdout)
 
 if __name__ == "__main__":
     unittest.main(verbosity=2)

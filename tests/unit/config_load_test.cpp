@@ -252,6 +252,26 @@ TEST_F(load_test, error_carries_its_location_and_message) {
   }
 }
 
+TEST_F(load_test, ssh_user_names_an_account_of_the_password_database) {
+  auto ok = load(write("u.yaml", "ssh_user: root\nprofiles:\n  a: {host: h}\n"));
+  EXPECT_EQ(ok.ssh_user, "root");
+  EXPECT_EQ(ok.ssh_user_at.line, 1);
+  EXPECT_EQ(ok.ssh_user_at.column, 11);
+  EXPECT_EQ(load(write("n.yaml", "profiles:\n  a: {host: h}\n")).ssh_user, "");
+  auto f = write("gone.yaml", "ssh_user: tprosshy-no-such-account\nprofiles:\n  a: {host: h}\n");
+  try {
+    load(f);
+    FAIL() << "no exception";
+  } catch (const config::error& e) {
+    EXPECT_EQ(e.where().line, 1);
+    EXPECT_EQ(e.where().column, 11);
+    EXPECT_EQ(e.message(),
+              "ssh_user: no account 'tprosshy-no-such-account' in the password database");
+  }
+  auto bad = write("bad.yaml", "ssh_user: \"root; id\"\nprofiles:\n  a: {host: h}\n");
+  EXPECT_THROW(load(bad), config::error);
+}
+
 TEST_F(load_test, an_absolute_include_is_named_as_written) {
   auto team = write("abs/team.yaml", "profiles:\n  t:\n    hots: x\n");
   auto f = write("main.yaml", "include: [" + team.string() + "]\nprofiles:\n  a: {host: h}\n");
@@ -792,7 +812,12 @@ TEST(schema, hand_written_matchers_agree_with_the_patterns) {
                                       "5sec",
                                       "s",
                                       "1234567890s",
-                                      "123456789s"};
+                                      "123456789s",
+                                      "tprosshy-ssh",
+                                      "_svc.1",
+                                      std::string(32, 's'),
+                                      "9svc",
+                                      "Svc"};
   const std::string alphabet = {'a', 'Z', '0', '9', '_',  '-',  '.',  '/',
                                 ':', '+', 'e', ' ', '\t', '\n', '\v', '\xc3'};
   for (char a : alphabet) {
@@ -813,7 +838,7 @@ TEST(schema, hand_written_matchers_agree_with_the_patterns) {
     for (auto& i : n.items) self(self, i);
   };
   walk(walk, config::detail::schema::builtin().document());
-  ASSERT_EQ(patterns.size(), 6u);  // a new pattern needs a matcher and a look here
+  ASSERT_EQ(patterns.size(), 7u);  // a new pattern needs a matcher and a look here
   for (auto& p : patterns) {
     auto match = config::detail::pattern_matcher(p);
     std::regex re(p);

@@ -44,8 +44,12 @@ TEST(ssh_args, harmless_arguments_pass) {
       {"-o", "ForkAfterAuthentication=no"},
       {"-o", "Tunnel=no"},
       {"-o", "ServerAliveInterval=10"},
-      {"-o", "ControlMasterx=yes"},  // not a keyword ssh knows: its own error, not ours
-      {"-o", "\"ControlPath"},       // ssh ignores a keyword without its closing quote
+      {"-o", "StrictHostKeyChecking=yes"},
+      {"-o", "StrictHostKeyChecking=accept-new"},  // allowed; `check` warns
+      {"-o", "StrictHostKeyChecking ask"},
+      {"-o", "UserKnownHostsFile=/dev/null"},  // beside a global one and strict checking
+      {"-o", "ControlMasterx=yes"},            // not a keyword ssh knows: its own error, not ours
+      {"-o", "\"ControlPath"},                 // ssh ignores a keyword without its closing quote
       {"-o", ""},
       {"-"},
       {"plain", "words"},
@@ -114,6 +118,14 @@ INSTANTIATE_TEST_SUITE_P(
                 0,
                 "'-S /tmp/ctl' sets ssh's control socket, which tprosshy sets itself"},
         refused{{"-O", "exit"}, 0, "'-O exit' sends a command to a running ControlMaster"},
+        // Host keys are always checked.
+        refused{{"-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null"},
+                1,
+                "'-o StrictHostKeyChecking=no' turns host-key checking off, so whoever answers "
+                "on the path to the server gets every flow; pin the server's keys in host_keys "
+                "(tprosshy keyscan prints them) or put them in known_hosts; remove it"},
+        refused{{"-oStricthostkeychecking off"}, 0, "'-oStricthostkeychecking off' turns host-key"},
+        refused{{"-o", "StrictHostKeyChecking=\"false\""}, 1, "'-o StrictHostKeyChecking="},
         // -o in every form ssh takes.
         refused{{"-o", "ControlMaster=yes"},
                 1,

@@ -1,6 +1,12 @@
 // The mux messages byte for byte, as OpenSSH 9.2's mux.c reads and writes them.
 #include <gtest/gtest.h>
+#include <unistd.h>
 
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/io_context.hpp>
+#include <filesystem>
+#include <stdexcept>
 #include <vector>
 
 #include "tunnel/mux.hpp"
@@ -60,6 +66,38 @@ TEST(Mux, RejectsTruncatedReplies) {
   EXPECT_FALSE(decode(hex({0x80, 0, 0, 5, 0, 0, 0, 7})));  // alive without pid
   EXPECT_FALSE(decode(hex({0x80, 0, 0, 3, 0, 0, 0, 1, 0, 0, 0, 9, 'n', 'o'})));  // short string
   EXPECT_FALSE(decode(hex({0x80, 0, 0, 6, 0, 0, 0, 1})));
+}
+
+// Whatever listens at a control path gets the flow's descriptors next, so it must be our
+// own ssh: SO_PEERCRED names the process that listens.
+TEST(Mux, OpenTalksOnlyToTheNamedMaster) {
+  namespace fs = std::filesystem;
+  namespace asio = boost::asio;
+  const auto dir = fs::temp_directory_path() / ("tprosshy-mux-" + std::to_string(::getpid()));
+  fs::create_directories(dir);
+  const auto path = (dir / "m").string();
+  asio::io_context io;
+  asio::local::stream_protocol::acceptor listener(io, asio::local::stream_protocol::endpoint(path));
+  bool ours = false;
+  std::string other;
+  asio::co_spawn(
+      io,
+      [&]() -> asio::awaitable<void> {
+        auto s = co_await open(path, encode_hello(), ::getpid());
+        ours = s.is_open();
+        try {
+          co_await open(path, encode_hello(), ::getpid() + 1);
+        } catch (const std::runtime_error& e) {
+          other = e.what();
+        }
+      },
+      asio::detached);
+  io.run();
+  fs::remove_all(dir);
+  EXPECT_TRUE(ours);
+  EXPECT_EQ(other, "control socket " + path + " is served by pid " + std::to_string(::getpid()) +
+                       " (uid " + std::to_string(::getuid()) + "), not by ssh (pid " +
+                       std::to_string(::getpid() + 1) + ")");
 }
 
 }  // namespace

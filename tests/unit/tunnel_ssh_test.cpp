@@ -18,6 +18,9 @@ TEST(SshG, ParsesHostPortAndJumps) {
   EXPECT_EQ(f.proxy_jump[0], "alice@jump1:2200");
   EXPECT_EQ(f.proxy_jump[1], "jump2");
   EXPECT_FALSE(f.proxy_command);
+  EXPECT_EQ(f.host_key_checking, "");
+  EXPECT_EQ(parse_ssh_g("stricthostkeychecking false\n").host_key_checking, "false");
+  EXPECT_EQ(parse_ssh_g("stricthostkeychecking accept-new\n").host_key_checking, "accept-new");
 }
 
 TEST(SshG, NoneMeansNone) {
