@@ -247,13 +247,15 @@ runtime::~runtime() = default;
 void runtime::listen() {
   auto& i = *impl_;
   // Gateway mode listens on the LAN interfaces' own addresses (where the kernel redirects
-  // their traffic to) and on loopback, never on a wildcard address.
+  // their traffic to), or on listen.address, and on loopback, never on a wildcard address.
+  // Loopback always: the output hook redirects this machine's own flows to 127.0.0.1 and ::1.
   std::vector<tcp::endpoint> eps;
   auto add = [&](const net::address& a) {
     tcp::endpoint ep(a, i.cfg.tcp_port);
     if (std::find(eps.begin(), eps.end(), ep) == eps.end() && net::can_bind(a)) eps.push_back(ep);
   };
-  add(i.cfg.listen_address.value_or(asio::ip::make_address("127.0.0.1")));
+  if (i.cfg.listen_address) add(*i.cfg.listen_address);
+  add(asio::ip::make_address("127.0.0.1"));
   add(asio::ip::make_address("::1"));
   if (i.cfg.mode == config::run_mode::gateway && !i.cfg.listen_address)
     for (auto& a : net::interface_addresses(i.cfg.gateway_interfaces)) add(a);

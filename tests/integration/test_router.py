@@ -138,6 +138,41 @@ gateway: {{interfaces: ["{lab['CLIENT_IF_LAN']}"]}}
         self.assertEqual(probe, "reset")
         self.assertEqual(t.stop(), 0)
 
+    def test_gateway_listening_on_the_lan_address_routes_its_own_flows_too(self):
+        """listen.address on the LAN side: the LAN's flows of that family and the gateway's
+        own, IPv4 and IPv6, all go through the tunnels (the gateway's own are redirected to
+        its loopback listeners)."""
+        lab = self.lab
+        for family, listen in (("4", lab["CLIENT_LAN_IP4"]), ("6", lab["CLIENT_LAN_IP6"])):
+            cfg = f"""
+mode: gateway
+gateway: {{interfaces: ["{lab['CLIENT_IF_LAN']}"]}}
+listen: {{address: "{listen}", tcp_port: 12346, dns_port: 12353}}
+profiles:
+  wide:
+    host: srv1
+    ssh_args: ["-F", "@SSH_CONFIG@"]
+    subnets: [198.19.0.0/16, "fd00:11::/64"]
+    dns: {{domains: ["@T1_DOMAIN@"]}}
+  narrow:
+    host: srv2
+    ssh_args: ["-F", "@SSH_CONFIG@"]
+    subnets: ["@T2_NET4@", "@T2_NET6@"]
+"""
+            t = self.tprosshy(cfg)
+            t.wait_ready()
+            # DNS: the gateway's own queries to its resolver, and the LAN's to the gateway.
+            for role, server in (("client", lab["CLIENT_DNS"]), ("lan", listen)):
+                r = lab.exec(role, ["dig", "+short", "+time=2", "+tries=2", f"@{server}",
+                                    lab["T1_NAME"], "A"], timeout=30)
+                self.assertEqual(r.stdout.split(), [lab["T1_IP4"]], (role, listen, r.stderr))
+            lan = {"4": (lab["T1_IP4"], lab["SRV1_NET_IP4"]),
+                   "6": (lab["T2_IP6"], lab["SRV2_NET_IP6"])}[family]
+            self.assertEqual(self.who(lan[0], role="lan")["peer"], lan[1], listen)
+            self.assertEqual(self.who(lab["T1_IP4"])["peer"], lab["SRV1_NET_IP4"], listen)
+            self.assertEqual(self.who(lab["T2_IP6"])["peer"], lab["SRV2_NET_IP6"], listen)
+            self.assertEqual(t.stop(), 0)
+
     def test_two_thousand_parallel_flows(self):
         lab = self.lab
         t = self.tprosshy(self.two())
