@@ -617,6 +617,9 @@ struct builder {
       const node* learn = child(p_dns, "learn_routes");
       if (!learn) learn = child(d_dns, "learn_routes");
       if (learn) p.dns.learn_routes = learn->boolean;
+      const node* other = child(&pn, "other_protocols");
+      if (!other) other = child(defaults, "other_protocols");
+      if (other) p.refuse_other = other->text != "pass";
       const node* enabled = child(&pn, "enabled");
       if (!enabled) enabled = child(defaults, "enabled");
       if (enabled) p.enabled = enabled->boolean;

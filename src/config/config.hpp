@@ -91,6 +91,7 @@ struct profile {
   std::vector<net::prefix> subnets;
   std::vector<net::prefix> exclude;
   dns_rules dns;
+  bool refuse_other = true;  // other_protocols: reject (pass: false)
   bool enabled = true;
   location where;  // the profile's key
 };

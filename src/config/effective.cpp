@@ -69,6 +69,7 @@ node apply_defaults(const node& profile, const node* defaults) {
     inherit(*dns, "nameserver", d_dns);
     inherit(*dns, "learn_routes", d_dns);
   }
+  inherit(p, "other_protocols", defaults);
   inherit(p, "enabled", defaults);
   return p;
 }

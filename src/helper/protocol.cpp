@@ -94,6 +94,7 @@ void write_ruleset(writer& w, const nft::ruleset& r) {
       w.addr(k.address);
       w.u32(static_cast<uint32_t>(std::clamp<int64_t>(k.ttl.count(), 0, 0xffffffff)));
     }
+    w.u8(p.refuse_other);
   }
   w.u8(r.skuid.has_value());
   w.u32(r.skuid.value_or(0));
@@ -284,6 +285,7 @@ nft::ruleset read_ruleset(reader& in) {
       a.ttl = std::chrono::seconds(ttl);
       p.known.push_back(a);
     }
+    p.refuse_other = in.flag(f + ".refuse_other");
     r.profiles.push_back(std::move(p));
   }
   bool has_uid = in.flag("skuid");

@@ -32,7 +32,7 @@ inline constexpr std::size_t name = 32;        // profile and table names
 inline constexpr uint32_t ttl = 24 * 60 * 60;  // seconds a learned address may live
 }  // namespace limits
 
-inline constexpr uint32_t version = 1;
+inline constexpr uint32_t version = 2;  // 2: profiles carry refuse_other
 
 enum class type : uint8_t {
   hello = 1,

@@ -18,6 +18,8 @@
 #include <linux/netfilter/nfnetlink.h>
 #include <linux/rtnetlink.h>
 #include <net/if.h>
+#include <netinet/icmp6.h>
+#include <netinet/ip_icmp.h>
 #include <poll.h>
 #include <sys/socket.h>
 
@@ -126,13 +128,41 @@ void add_daddr_load(nftnl_rule* r, plan::family f) {
     add_payload(r, NFT_PAYLOAD_NETWORK_HEADER, 24, 16);  // ipv6hdr.daddr
 }
 
-void add_fib_local(nftnl_rule* r) {
+void add_fib_type(nftnl_rule* r, uint32_t rtn) {
   auto* e = expr(r, "fib");
   nftnl_expr_set_u32(e, NFTNL_EXPR_FIB_FLAGS, NFTA_FIB_F_DADDR);
   nftnl_expr_set_u32(e, NFTNL_EXPR_FIB_RESULT, NFT_FIB_RESULT_ADDRTYPE);
   nftnl_expr_set_u32(e, NFTNL_EXPR_FIB_DREG, NFT_REG_1);
-  uint32_t local = RTN_LOCAL;
-  add_cmp(r, &local, sizeof local);
+  add_cmp(r, &rtn, sizeof rtn);
+}
+
+// `ip daddr NET/LEN`: the address masked to the prefix, compared with the network.
+void add_daddr_net(nftnl_rule* r, const net::prefix& p) {
+  const bool v4 = p.network.is_v4();
+  add_daddr_load(r, v4 ? plan::family::v4 : plan::family::v6);
+  const auto net = key_bytes(p.network);
+  std::vector<uint8_t> mask(net.size(), 0);
+  for (unsigned bit = 0; bit < p.length; ++bit) mask[bit / 8] |= uint8_t(0x80 >> (bit % 8));
+  std::vector<uint8_t> zero(net.size(), 0), masked(net.size());
+  for (std::size_t k = 0; k < net.size(); ++k) masked[k] = net[k] & mask[k];
+  auto* bw = expr(r, "bitwise");
+  nftnl_expr_set_u32(bw, NFTNL_EXPR_BITWISE_SREG, NFT_REG_1);
+  nftnl_expr_set_u32(bw, NFTNL_EXPR_BITWISE_DREG, NFT_REG_1);
+  nftnl_expr_set_u32(bw, NFTNL_EXPR_BITWISE_LEN, static_cast<uint32_t>(mask.size()));
+  nftnl_expr_set(bw, NFTNL_EXPR_BITWISE_MASK, mask.data(), static_cast<uint32_t>(mask.size()));
+  nftnl_expr_set(bw, NFTNL_EXPR_BITWISE_XOR, zero.data(), static_cast<uint32_t>(zero.size()));
+  add_cmp(r, masked.data(), static_cast<uint32_t>(masked.size()));
+}
+
+// `icmpv6 type T` in an inet table, with the dependencies nft adds itself.
+void add_icmpv6_type(nftnl_rule* r, uint8_t type) {
+  uint8_t nfproto = NFPROTO_IPV6, proto = IPPROTO_ICMPV6;
+  add_meta(r, NFT_META_NFPROTO);
+  add_cmp(r, &nfproto, sizeof nfproto);
+  add_meta(r, NFT_META_L4PROTO);
+  add_cmp(r, &proto, sizeof proto);
+  add_payload(r, NFT_PAYLOAD_TRANSPORT_HEADER, 0, 1);
+  add_cmp(r, &type, sizeof type);
 }
 
 // `ct status dnat`: the status bit set when a nat rule changed the destination.
@@ -153,12 +183,22 @@ void add_ct_dnat(nftnl_rule* r) {
   nftnl_expr_set(cmp, NFTNL_EXPR_CMP_DATA, &zero, sizeof zero);
 }
 
-// nft's `reject` in an inet table: ICMP(v6) port unreachable; or `reject with tcp reset`.
-void add_reject(nftnl_rule* r, bool tcp_reset) {
+// nft's `reject` in an inet table: ICMP(v6) port unreachable; `reject with tcp reset`; or
+// `reject with icmpx admin-prohibited`.
+void add_reject(nftnl_rule* r, const plan::reject& how) {
   auto* e = expr(r, "reject");
+  if (how.icmp && !how.tcp_reset && !how.prohibited) {
+    nftnl_expr_set_u32(e, NFTNL_EXPR_REJECT_TYPE, NFT_REJECT_ICMP_UNREACH);
+    nftnl_expr_set_u8(e, NFTNL_EXPR_REJECT_CODE,
+                      how.icmp == plan::family::v4 ? ICMP_PORT_UNREACH : ICMP6_DST_UNREACH_NOPORT);
+    return;
+  }
   nftnl_expr_set_u32(e, NFTNL_EXPR_REJECT_TYPE,
-                     tcp_reset ? NFT_REJECT_TCP_RST : NFT_REJECT_ICMPX_UNREACH);
-  nftnl_expr_set_u8(e, NFTNL_EXPR_REJECT_CODE, tcp_reset ? 0 : NFT_REJECT_ICMPX_PORT_UNREACH);
+                     how.tcp_reset ? NFT_REJECT_TCP_RST : NFT_REJECT_ICMPX_UNREACH);
+  nftnl_expr_set_u8(e, NFTNL_EXPR_REJECT_CODE,
+                    how.tcp_reset    ? 0
+                    : how.prohibited ? NFT_REJECT_ICMPX_ADMIN_PROHIBITED
+                                     : NFT_REJECT_ICMPX_PORT_UNREACH);
 }
 
 void add_verdict(nftnl_rule* r, int verdict, const char* chain = nullptr) {
@@ -361,6 +401,7 @@ struct netlink::impl {
       nftnl_chain_set_u32(p.get(), NFTNL_CHAIN_HOOKNUM,
                           c.where == plan::hook::output       ? NF_INET_LOCAL_OUT
                           : c.where == plan::hook::prerouting ? NF_INET_PRE_ROUTING
+                          : c.where == plan::hook::forward    ? NF_INET_FORWARD
                                                               : NF_INET_LOCAL_IN);
       nftnl_chain_set_s32(p.get(), NFTNL_CHAIN_PRIO, c.priority);
       nftnl_chain_set_u32(p.get(), NFTNL_CHAIN_POLICY, NF_ACCEPT);
@@ -403,7 +444,13 @@ struct netlink::impl {
         add_daddr_load(rp, x->fam);
         add_lookup(rp, x->set, set_ids.at(x->set));
       } else if (std::holds_alternative<plan::fib_local>(m)) {
-        add_fib_local(rp);
+        add_fib_type(rp, RTN_LOCAL);
+      } else if (auto* x = std::get_if<plan::fib_type>(&m)) {
+        add_fib_type(rp, x->rtn);
+      } else if (auto* x = std::get_if<plan::daddr_net>(&m)) {
+        add_daddr_net(rp, x->net);
+      } else if (auto* x = std::get_if<plan::icmpv6_type>(&m)) {
+        add_icmpv6_type(rp, x->type);
       } else if (std::holds_alternative<plan::ct_dnat>(m)) {
         add_ct_dnat(rp);
       } else if (auto* x = std::get_if<plan::skuid>(&m)) {
@@ -420,7 +467,7 @@ struct netlink::impl {
     else if (std::holds_alternative<plan::accept>(r.action))
       add_verdict(rp, NF_ACCEPT);
     else
-      add_reject(rp, std::get<plan::reject>(r.action).tcp_reset);
+      add_reject(rp, std::get<plan::reject>(r.action));
     udata_ptr ud(check_alloc(nftnl_udata_buf_alloc(NFT_USERDATA_MAXLEN)));
     if (!r.comment.empty()) {
       if (!nftnl_udata_put_strz(ud.get(), NFTNL_UDATA_RULE_COMMENT, r.comment.c_str()))

@@ -1,8 +1,10 @@
 #include "nft/plan.hpp"
 
+#include <linux/rtnetlink.h>
 #include <netinet/in.h>
 
 #include <algorithm>
+#include <optional>
 
 namespace tprosshy::nft::plan {
 
@@ -24,6 +26,66 @@ std::vector<addr_range> of_family(const std::vector<addr_range>& rs, family f) {
   for (const auto& r : rs)
     if (fam_of(r.first) == f) out.push_back(r);
   return out;
+}
+
+constexpr const char* refuse_chain = "refuse";
+
+// What is not TCP, to a routed or learned destination of a profile that refuses it, is
+// refused at once rather than sent in the clear: UDP as a closed port answers (so QUIC
+// falls back to TCP now), the rest administratively prohibited. Never what keeps the
+// machine on its network, even with 0.0.0.0/0 routed: this machine's own, broadcast,
+// multicast and link-local addresses, ND and router messages, DHCP, DNS when tprosshy does
+// not capture it (captured, it is redirected and local by now), the ssh servers, excludes,
+// and tprosshy's own sockets. Uses the sets `t` already has.
+std::optional<chain> refusals(const ruleset& r, const table& t) {
+  const bool any = std::any_of(r.profiles.begin(), r.profiles.end(), [](auto& p) {
+    return p.refuse_other && (p.learned || !p.v4.empty() || !p.v6.empty());
+  });
+  if (!any) return std::nullopt;
+  chain c{refuse_chain, hook::none, 0, {}, true, {}};
+  c.note = "Reached from the filter hooks below: what tprosshy cannot carry is refused.";
+  auto has_set = [&](const std::string& name) {
+    return std::any_of(t.sets.begin(), t.sets.end(), [&](auto& s) { return s.name == name; });
+  };
+  auto keep = [&](std::vector<match> ms, std::string why) {
+    c.rules.push_back({std::move(ms), ret{}, std::move(why)});
+  };
+  if (r.mark != 0) keep({mark{r.mark}}, "tprosshy's own sockets");
+  keep({l4proto{IPPROTO_TCP}}, "tcp: redirected by the nat hooks");
+  keep({fib_local{}}, "local destinations");
+  keep({fib_type{RTN_BROADCAST}}, "broadcast");
+  keep({fib_type{RTN_MULTICAST}}, "multicast");
+  for (const char* n : {"169.254.0.0/16", "224.0.0.0/4", "fe80::/10", "ff00::/8"})
+    keep({daddr_net{*net::parse_prefix(n)}}, "link-local and multicast");
+  keep({daddr{boost::asio::ip::make_address("255.255.255.255")}}, "broadcast");
+  for (uint8_t type = 133; type <= 137; ++type) keep({icmpv6_type{type}}, "nd and router messages");
+  for (uint16_t port : {67, 68, 546, 547}) keep({l4proto{IPPROTO_UDP}, dport{port}}, "dhcp");
+  if (!r.capture_dns) keep({l4proto{IPPROTO_UDP}, dport{53}}, "dns: not captured");
+  std::vector<net::address> seen;
+  for (const auto& e : r.bypass) {
+    if (std::find(seen.begin(), seen.end(), e.address) != seen.end()) continue;
+    seen.push_back(e.address);
+    keep({daddr{e.address}}, e.profile + " ssh server");
+  }
+  for (auto f : {family::v4, family::v6})
+    if (auto name = f == family::v4 ? "exclude4" : "exclude6"; has_set(name))
+      keep({daddr_in{f, name}}, "exclude");
+  auto refusing = [&](std::vector<match> ms) {
+    if (r.skuid) ms.insert(ms.begin(), skuid{*r.skuid});
+    return ms;
+  };
+  for (const auto& p : r.profiles) {
+    if (!p.refuse_other) continue;
+    for (auto f : {family::v4, family::v6})
+      for (const auto& name : {routed_set(p.name, f), learned_set(p.name, f)}) {
+        if (!has_set(name)) continue;
+        c.rules.push_back({refusing({daddr_in{f, name}, l4proto{IPPROTO_UDP}}),
+                           reject{false, false, f}, p.name + ": udp refused"});
+        c.rules.push_back(
+            {refusing({daddr_in{f, name}}), reject{false, true}, p.name + ": not tcp, refused"});
+      }
+  }
+  return c;
 }
 
 }  // namespace
@@ -153,6 +215,7 @@ table make(const ruleset& r) {
     }
   }
 
+  auto refuse = refusals(r, t);
   t.chains.push_back(std::move(route));
   if (r.output)
     t.chains.push_back(
@@ -171,6 +234,18 @@ table make(const ruleset& r) {
       pre.rules.push_back({{iifname{i}}, jump{common_chain}, {}});
     }
     t.chains.push_back(std::move(pre));
+  }
+  if (refuse) {
+    t.chains.push_back(std::move(*refuse));
+    if (r.output)
+      t.chains.push_back(
+          {"filter_output", hook::output, 0, {{{}, jump{refuse_chain}, {}}}, true, {}});
+    if (!r.interfaces.empty()) {
+      chain fwd{"filter_forward", hook::forward, 0, {}, true, {}};
+      for (const auto& i : r.interfaces)
+        fwd.rules.push_back({{iifname{i}}, jump{refuse_chain}, {}});
+      t.chains.push_back(std::move(fwd));
+    }
   }
   // The DNS listener binds the LAN addresses too, which hosts on the WAN side may route
   // to: only queries the rules above redirected may reach it, the rest are refused as a

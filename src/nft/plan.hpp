@@ -44,12 +44,21 @@ struct daddr_in {
   std::string set;
 };
 struct fib_local {};
+struct fib_type {
+  uint8_t rtn;  // RTN_BROADCAST or RTN_MULTICAST: `fib daddr type broadcast`
+};
+struct daddr_net {
+  net::prefix net;  // `ip daddr 169.254.0.0/16`
+};
+struct icmpv6_type {
+  uint8_t type;  // ND and router messages
+};
 struct ct_dnat {};  // `ct status dnat`: a nat rule redirected the packet's connection
 struct skuid {
   uint32_t uid;
 };  // the uid owning the packet's socket
-using match =
-    std::variant<iifname, mark, l4proto, dport, daddr, daddr_in, fib_local, ct_dnat, skuid>;
+using match = std::variant<iifname, mark, l4proto, dport, daddr, daddr_in, fib_local, ct_dnat,
+                           skuid, fib_type, daddr_net, icmpv6_type>;
 
 struct ret {};
 struct jump {
@@ -59,9 +68,13 @@ struct redirect {
   uint16_t port;
 };
 struct accept {};
-// As a closed port answers: a TCP reset for TCP, ICMP port unreachable otherwise.
+// As a closed port answers: a TCP reset for TCP, ICMP port unreachable otherwise; or, with
+// `prohibited`, ICMP administratively prohibited.
 struct reject {
   bool tcp_reset = false;
+  bool prohibited = false;
+  std::optional<family> icmp;  // port unreachable in that family's ICMP, as nft picks after
+                               // an `ip daddr` match
 };
 using verdict = std::variant<ret, jump, redirect, accept, reject>;
 
@@ -71,7 +84,7 @@ struct rule {
   std::string comment;
 };
 
-enum class hook { none, output, prerouting, input };
+enum class hook { none, output, prerouting, input, forward };
 
 struct chain {
   std::string name;

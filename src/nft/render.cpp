@@ -1,5 +1,6 @@
 // nft text for `tprosshy check` and the golden tests, printed from the same plan that
 // netlink.cpp encodes.
+#include <linux/rtnetlink.h>
 #include <netinet/in.h>
 
 #include <bit>
@@ -37,7 +38,36 @@ std::string proto_name(uint8_t p) {
 }
 
 const char* hook_name(plan::hook h) {
-  return h == plan::hook::output ? "output" : h == plan::hook::prerouting ? "prerouting" : "input";
+  return h == plan::hook::output       ? "output"
+         : h == plan::hook::prerouting ? "prerouting"
+         : h == plan::hook::forward    ? "forward"
+                                       : "input";
+}
+
+std::string icmpv6_name(uint8_t t) {
+  switch (t) {
+    case 133:
+      return "nd-router-solicit";
+    case 134:
+      return "nd-router-advert";
+    case 135:
+      return "nd-neighbor-solicit";
+    case 136:
+      return "nd-neighbor-advert";
+    case 137:
+      return "nd-redirect";
+    default:
+      return std::to_string(t);
+  }
+}
+
+std::string reject_text(const plan::reject& how) {
+  if (how.tcp_reset) return "reject with tcp reset";
+  if (how.prohibited) return "reject with icmpx admin-prohibited";
+  if (how.icmp)
+    return how.icmp == plan::family::v4 ? "reject with icmp port-unreachable"
+                                        : "reject with icmpv6 port-unreachable";
+  return "reject";
 }
 
 std::string format_rule(const plan::rule& r) {
@@ -68,6 +98,12 @@ std::string format_rule(const plan::rule& r) {
       add(std::string(ip_keyword(x->fam)) + " daddr @" + x->set);
     } else if (std::holds_alternative<plan::fib_local>(m)) {
       add("fib daddr type local");
+    } else if (auto* x = std::get_if<plan::fib_type>(&m)) {
+      add(std::string("fib daddr type ") + (x->rtn == RTN_BROADCAST ? "broadcast" : "multicast"));
+    } else if (auto* x = std::get_if<plan::daddr_net>(&m)) {
+      add(std::string(x->net.network.is_v4() ? "ip" : "ip6") + " daddr " + x->net.to_string());
+    } else if (auto* x = std::get_if<plan::icmpv6_type>(&m)) {
+      add("icmpv6 type " + icmpv6_name(x->type));
     } else if (std::holds_alternative<plan::ct_dnat>(m)) {
       add("ct status dnat");
     } else if (auto* x = std::get_if<plan::skuid>(&m)) {
@@ -83,7 +119,7 @@ std::string format_rule(const plan::rule& r) {
   else if (std::holds_alternative<plan::accept>(r.action))
     add("accept");
   else
-    add(std::get<plan::reject>(r.action).tcp_reset ? "reject with tcp reset" : "reject");
+    add(reject_text(std::get<plan::reject>(r.action)));
   if (!r.comment.empty()) add("comment " + quoted(r.comment));
   return out;
 }

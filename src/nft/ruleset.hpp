@@ -40,6 +40,9 @@ struct profile_routes {
   // Addresses already learned, so that a new ruleset (a reload) keeps them, in the same
   // batch. Only with `learned`.
   std::vector<learned_address> known;
+  // Everything but TCP to these destinations is refused at once (UDP with ICMP port
+  // unreachable, the rest admin-prohibited) rather than sent in the clear.
+  bool refuse_other = false;
   friend bool operator==(const profile_routes&, const profile_routes&) = default;
 };
 

@@ -44,6 +44,7 @@ nft::ruleset make_ruleset(const config::config& cfg, const routing::table& table
     auto& prof = cfg.profiles[id];
     if (!prof.enabled) continue;
     by_id[id].name = prof.name;
+    by_id[id].refuse_other = prof.refuse_other;
     by_id[id].learned = p.dns && prof.dns.learn_routes && !prof.dns.domains.empty();
     if (by_id[id].learned)
       for (const auto& l : learned)

@@ -63,7 +63,7 @@ class OwnSsh(LabTestCase):
         cls.shared.mkdir(mode=0o755)
         cls.bin = cls.shared / "tprosshy"
         shutil.copy2(tprosshy_bin(), cls.bin)
-        for f in ("client.py", "relay.py", "echo_hold.py"):
+        for f in ("client.py", "relay.py", "echo_hold.py", "probe.py"):
             shutil.copy2(SOURCE_DIR / "tests" / "lab" / f, cls.shared / f)
         os.chmod(cls.shared, 0o755)
         cls.helper_socket = cls.shared / "helper.sock"
@@ -182,10 +182,17 @@ class OwnSsh(LabTestCase):
         self.assertNotIn("inet tprosshy", tables)
         table = lab.nft_table(name=f"tprosshy_u{u.uid}")
         for ln in table.splitlines():
-            if "redirect" in ln:
+            if "redirect to" in ln or " reject" in ln:
                 self.assertIn(f"meta skuid {u.uid}", ln)
         # Another local user is not redirected: as without tprosshy, no route there.
         self.assertIsInstance(self.get_as(None, lab["T1_IP4"], timeout=2), str)
+        # The user's UDP there is refused at once; another user's goes out as before.
+        probe = ["python3", self.shared / "probe.py", "udp", lab["T1_IP4"], "--timeout", "2"]
+        r = lab.exec("client", u.argv(probe))
+        self.assertIn(r.stdout.split()[:1], (["refused"], ["eperm"]), r.stdout + r.stderr)
+        r = lab.exec("client", ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+                                *map(str, probe)])
+        self.assertEqual(r.stdout.split()[:1], ["silence"], r.stdout + r.stderr)
         # ... and cannot even reach the helper.
         r = lab.exec("client", ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
                                 "python3", "-c",

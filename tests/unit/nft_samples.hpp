@@ -88,13 +88,41 @@ inline ruleset unaligned() {
   return r;
 }
 
+// Everything but TCP refused for one profile (its routed and learned sets), not for the
+// other; DNS not captured, so it passes.
+inline ruleset refusing() {
+  ruleset r = two_profiles();
+  r.capture_dns = false;
+  r.resolvers.clear();
+  r.profiles[0].refuse_other = true;
+  return r;
+}
+
+// The same in gateway mode (the forward hook too), and for a user's table (meta skuid).
+inline ruleset refusing_gateway() {
+  ruleset r = gateway_resolvers();
+  r.profiles[0].refuse_other = true;
+  return r;
+}
+
+inline ruleset refusing_confined() {
+  ruleset r = local_one_profile();
+  r.mark = 0x7471;
+  r.skuid = 1000;
+  r.profiles[0].refuse_other = true;
+  return r;
+}
+
 inline std::map<std::string, ruleset> all() {
   return {{"local_one_profile", local_one_profile()},
           {"two_profiles", two_profiles()},
           {"gateway", gateway()},
           {"gateway_resolvers", gateway_resolvers()},
           {"everything", everything()},
-          {"unaligned", unaligned()}};
+          {"unaligned", unaligned()},
+          {"refusing", refusing()},
+          {"refusing_gateway", refusing_gateway()},
+          {"refusing_confined", refusing_confined()}};
 }
 
 }  // namespace tprosshy::nft::samples
