@@ -463,8 +463,9 @@ class helper_kernel final : public runtime::kernel {
  public:
   explicit helper_kernel(helper::client c) : c_(std::move(c)) {}
   void install(const nft::ruleset& r) override { c_.install(r); }
-  void learn(const std::string& profile, const net::address& a, std::chrono::seconds ttl) override {
-    c_.learn(profile, a, ttl);
+  void learn(const std::string& profile, const net::address& a, std::chrono::seconds ttl,
+             std::optional<net::address> forget) override {
+    c_.learn(profile, a, ttl, forget);
   }
   void remove() override { c_.remove(); }
   bool confined() const override { return ::geteuid() != 0; }

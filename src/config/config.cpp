@@ -617,6 +617,19 @@ struct builder {
       const node* learn = child(p_dns, "learn_routes");
       if (!learn) learn = child(d_dns, "learn_routes");
       if (learn) p.dns.learn_routes = learn->boolean;
+      const node* limit = child(p_dns, "learn_limit");
+      if (!limit) limit = child(d_dns, "learn_limit");
+      if (limit) p.dns.learn_limit = static_cast<std::size_t>(limit->number);
+      const node* ttl_max = child(p_dns, "learn_ttl_max");
+      if (!ttl_max) ttl_max = child(d_dns, "learn_ttl_max");
+      if (ttl_max) {
+        const auto d = std::chrono::duration_cast<std::chrono::seconds>(to_duration(ttl_max->text));
+        if (d < std::chrono::seconds(1) || d > std::chrono::hours(24))
+          report(ttl_max->at, join(path, "dns.learn_ttl_max"),
+                 ttl_max->text + " is not between 1s and 24h");
+        else
+          p.dns.learn_ttl_max = d;
+      }
       const node* other = child(&pn, "other_protocols");
       if (!other) other = child(defaults, "other_protocols");
       if (other) p.refuse_other = other->text != "pass";

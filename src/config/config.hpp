@@ -71,6 +71,8 @@ struct dns_rules {
   std::vector<std::string> domains;  // lower case, no trailing dot; "." = every name
   std::string nameserver = "auto";   // "auto" or IP[:port] (IPv6 as [addr]:port)
   bool learn_routes = true;
+  std::size_t learn_limit = 65536;            // learned addresses per profile
+  std::chrono::seconds learn_ttl_max{86400};  // a learned address's TTL, at most
 };
 
 struct health_rules {

@@ -68,6 +68,8 @@ node apply_defaults(const node& profile, const node* defaults) {
     concat(*dns, "domains", find(d_dns, "domains"), find(find(&profile, "dns"), "domains"));
     inherit(*dns, "nameserver", d_dns);
     inherit(*dns, "learn_routes", d_dns);
+    inherit(*dns, "learn_limit", d_dns);
+    inherit(*dns, "learn_ttl_max", d_dns);
   }
   inherit(p, "other_protocols", defaults);
   inherit(p, "enabled", defaults);

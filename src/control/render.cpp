@@ -328,7 +328,11 @@ std::string render_text(const status& s, std::int64_t now) {
     line(o, in, "bytes up", bytes(p.bytes_up));
     line(o, in, "bytes down", bytes(p.bytes_down));
     line(o, in, "dns queries", counts(p.dns_queries));
-    line(o, in, "learned routes", std::to_string(p.learned_routes));
+    line(o, in, "learned routes",
+         std::to_string(p.learned_routes) +
+             (p.learned_evicted
+                  ? "; " + std::to_string(p.learned_evicted) + " pushed out by dns.learn_limit"
+                  : ""));
     if (p.tunnels.size() > 1 || !p.serving_host.empty())
       line(o, in, "serving host",
            (p.serving_host.empty() ? std::string("-") : printable(p.serving_host)) + "; " +
@@ -393,6 +397,7 @@ std::string render_json(const status& s) {
     j.num("bytes_down", p.bytes_down);
     j.counts("dns_queries", p.dns_queries);
     j.num("learned_routes", p.learned_routes);
+    j.num("learned_evicted", p.learned_evicted);
     j.str("serving_host", p.serving_host);
     j.num("failovers", p.failovers);
     j.key("tunnels");
@@ -473,6 +478,10 @@ std::string render_prometheus(const status& s) {
            "Addresses routed through the profile now because of DNS answers.");
   for (auto& x : s.profiles)
     p.sample("tprosshy_learned_routes", {{"profile", x.name}}, x.learned_routes);
+  p.family("tprosshy_learned_evicted_total", "counter",
+           "Learned addresses pushed out by dns.learn_limit, the oldest first.");
+  for (auto& x : s.profiles)
+    p.sample("tprosshy_learned_evicted_total", {{"profile", x.name}}, x.learned_evicted);
   p.family("tprosshy_failovers_total", "counter", "Times new flows moved to another host.");
   for (auto& x : s.profiles)
     p.sample("tprosshy_failovers_total", {{"profile", x.name}}, x.failovers);

@@ -201,9 +201,10 @@ void client::hello() {
 
 void client::install(const nft::ruleset& r) { call(helper::install{r}); }
 
-void client::learn(const std::string& profile, const net::address& a, std::chrono::seconds ttl) {
+void client::learn(const std::string& profile, const net::address& a, std::chrono::seconds ttl,
+                   std::optional<net::address> forget) {
   auto secs = std::clamp<int64_t>(ttl.count(), 0, limits::ttl);
-  call(helper::learn{profile, a, static_cast<uint32_t>(secs)});
+  call(helper::learn{profile, a, static_cast<uint32_t>(secs), forget});
 }
 
 void client::remove() { call(helper::remove{}); }

@@ -42,7 +42,9 @@ class client {
   // caller, skuid are its choice whatever `r` says.
   void install(const nft::ruleset& r);
   // ttl is clamped to limits::ttl (a day): learning again refreshes it.
-  void learn(const std::string& profile, const net::address& a, std::chrono::seconds ttl);
+  // With `forget`, that address leaves the profile's set in the same batch.
+  void learn(const std::string& profile, const net::address& a, std::chrono::seconds ttl,
+             std::optional<net::address> forget = std::nullopt);
   void remove();
   // A new socket (AF_INET or AF_INET6; SOCK_STREAM or SOCK_DGRAM) carrying the caller's
   // mark, which its table lets through unredirected.

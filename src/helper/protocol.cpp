@@ -340,6 +340,8 @@ std::vector<uint8_t> encode(const request& r) {
           w.str(m.profile);
           w.addr(m.address);
           w.u32(m.ttl);
+          w.u8(m.forget.has_value());
+          if (m.forget) w.addr(*m.forget);
           return w.done();
         } else if constexpr (std::is_same_v<T, remove>) {
           return writer(type::remove).done();
@@ -392,6 +394,7 @@ request decode_request(std::span<const uint8_t> body) {
       l.ttl = in.u32("ttl");
       if (l.ttl > limits::ttl)
         in.fail("ttl", std::to_string(l.ttl) + " s, limit " + std::to_string(limits::ttl));
+      if (in.flag("forget")) l.forget = in.addr("forget");
       out = std::move(l);
       break;
     }

@@ -32,7 +32,7 @@ inline constexpr std::size_t name = 32;        // profile and table names
 inline constexpr uint32_t ttl = 24 * 60 * 60;  // seconds a learned address may live
 }  // namespace limits
 
-inline constexpr uint32_t version = 2;  // 2: profiles carry refuse_other
+inline constexpr uint32_t version = 2;  // 2: profiles carry refuse_other, learn forget
 
 enum class type : uint8_t {
   hello = 1,
@@ -58,7 +58,8 @@ struct install {
 struct learn {
   std::string profile;
   net::address address;
-  uint32_t ttl = 0;  // seconds
+  uint32_t ttl = 0;                    // seconds
+  std::optional<net::address> forget;  // goes from the profile's set in the same batch
   friend bool operator==(const learn&, const learn&) = default;
 };
 struct remove {

@@ -294,8 +294,9 @@ class connection : public std::enable_shared_from_this<connection> {
       if (who_.uid != 0 && !learned_.contains(key) && learned_.size() >= limits::live_learned)
         fail(ENOSPC, "learn: " + std::to_string(learned_.size()) +
                          " learned addresses alive, limit " + std::to_string(limits::live_learned));
-      nl_->learn(l->profile, l->address, std::chrono::seconds(l->ttl));
+      nl_->learn(l->profile, l->address, std::chrono::seconds(l->ttl), l->forget);
       if (who_.uid != 0) learned_[key] = now + std::chrono::seconds(std::max<uint32_t>(l->ttl, 1));
+      if (who_.uid != 0 && l->forget) learned_.erase(std::pair(l->profile, *l->forget));
       return {};
     }
     if (std::holds_alternative<remove>(req)) {

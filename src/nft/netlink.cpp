@@ -533,7 +533,8 @@ void netlink::install(const ruleset& r) {
     if (p.learned) i.learned_profiles.push_back(p.name);
 }
 
-void netlink::learn(const std::string& profile, const net::address& a, std::chrono::seconds ttl) {
+void netlink::learn(const std::string& profile, const net::address& a, std::chrono::seconds ttl,
+                    std::optional<net::address> forget) {
   auto& i = *impl_;
   if (i.table.empty() || std::find(i.learned_profiles.begin(), i.learned_profiles.end(), profile) ==
                              i.learned_profiles.end())
@@ -559,6 +560,22 @@ void netlink::learn(const std::string& profile, const net::address& a, std::chro
     nftnl_set_elems_nlmsg_build_payload(h, p.get());
     b.done(h);
   }
+  // Add (a no-op if present), delete: gone whether or not it had expired already.
+  if (forget)
+    for (auto type : {NFT_MSG_NEWSETELEM, NFT_MSG_DELSETELEM}) {
+      const auto ffam = forget->is_v4() ? plan::family::v4 : plan::family::v6;
+      plan::set fs{plan::learned_set(profile, ffam), ffam, false, true, {}, {}};
+      auto p = i.make_set(i.table, fs, 0);
+      nftnl_set_unset(p.get(), NFTNL_SET_ID);
+      auto fkey = key_bytes(*forget);
+      auto* e = check_alloc(nftnl_set_elem_alloc());
+      nftnl_set_elem_set(e, NFTNL_SET_ELEM_KEY, fkey.data(), fkey.size());
+      nftnl_set_elem_add(p.get(), e);
+      auto* h = b.start(type, type == NFT_MSG_NEWSETELEM ? NLM_F_CREATE : 0,
+                        "removing " + forget->to_string() + " from set " + fs.name);
+      nftnl_set_elems_nlmsg_build_payload(h, p.get());
+      b.done(h);
+    }
   auto what = b.what();
   i.talk(b.finish(), what);
 }

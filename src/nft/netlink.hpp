@@ -22,7 +22,9 @@ class netlink {
   // On any error nothing changes and std::system_error says what the kernel refused.
   void install(const ruleset& r);
   // Adds an address to a profile's learned set, expiring after `ttl` (kernel-side timeout).
-  void learn(const std::string& profile, const net::address& a, std::chrono::seconds ttl);
+  // With `forget`, that address leaves the profile's learned set in the same batch.
+  void learn(const std::string& profile, const net::address& a, std::chrono::seconds ttl,
+             std::optional<net::address> forget = std::nullopt);
   // Deletes the table if this object installed one.
   void remove();
 

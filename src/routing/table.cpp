@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <bit>
 #include <cstdint>
+#include <deque>
 #include <stdexcept>
 #include <unordered_map>
 
@@ -147,6 +148,7 @@ struct learned_hash {
 struct learned_entry {
   profile_id profile;
   clock::time_point expiry;
+  std::uint64_t order;
 };
 
 learned_key key_of(const net::address& a) { return {net::to_u128(a), a.is_v6()}; }
@@ -158,6 +160,11 @@ struct table::impl {
   trie v6{128};
   std::vector<net::prefix> globals;
   std::unordered_map<learned_key, learned_entry, learned_hash> learned;
+  // By profile, in learning order; an entry whose order no longer matches (refreshed,
+  // moved, expired) is skipped when it comes up.
+  std::unordered_map<profile_id, std::deque<std::pair<learned_key, std::uint64_t>>> queue;
+  std::unordered_map<profile_id, std::size_t> count;
+  std::uint64_t next = 0;
 
   trie& family(bool is_v6) { return is_v6 ? v6 : v4; }
   const trie& family(bool is_v6) const { return is_v6 ? v6 : v4; }
@@ -183,25 +190,60 @@ void table::add_global_exclude(const net::prefix& p) {
   impl_->globals.push_back(p);
 }
 
-void table::learn(const net::address& a, profile_id profile, clock::time_point expiry) {
-  auto [it, inserted] = impl_->learned.try_emplace(key_of(normalize(a)), profile, expiry);
-  if (inserted) return;
-  auto& e = it->second;
-  if (e.profile == profile) {
-    e.expiry = std::max(e.expiry, expiry);
-  } else {
-    e = {profile, expiry};
+std::optional<net::address> table::learn(const net::address& a, profile_id profile,
+                                         clock::time_point expiry, std::size_t limit) {
+  auto& i = *impl_;
+  const auto key = key_of(normalize(a));
+  const auto order = i.next++;
+  auto [it, inserted] = i.learned.try_emplace(key, learned_entry{profile, expiry, order});
+  if (!inserted) {
+    auto& e = it->second;
+    if (e.profile == profile) {
+      e.expiry = std::max(e.expiry, expiry);
+      e.order = order;
+    } else {
+      --i.count[e.profile];
+      e = {profile, expiry, order};
+      inserted = true;
+    }
   }
+  auto& q = i.queue[profile];
+  q.emplace_back(key, order);
+  if (inserted) ++i.count[profile];
+  while (i.count[profile] > limit && !q.empty()) {
+    const auto [k, o] = q.front();
+    q.pop_front();
+    auto old = i.learned.find(k);
+    if (old == i.learned.end() || old->second.order != o || old->second.profile != profile)
+      continue;  // refreshed, moved or expired since
+    i.learned.erase(old);
+    --i.count[profile];
+    return net::from_u128(k.value, !k.v6);
+  }
+  // Stale queue entries (refreshes) must not pile up without bound.
+  if (q.size() > 2 * i.count[profile] + 64)
+    std::erase_if(q, [&](const auto& entry) {
+      auto e = i.learned.find(entry.first);
+      return e == i.learned.end() || e->second.order != entry.second;
+    });
+  return std::nullopt;
 }
 
 std::size_t table::expire(clock::time_point now) {
-  return std::erase_if(impl_->learned, [&](const auto& kv) { return kv.second.expiry <= now; });
+  auto& i = *impl_;
+  return std::erase_if(i.learned, [&](const auto& kv) {
+    if (kv.second.expiry > now) return false;
+    --i.count[kv.second.profile];
+    return true;
+  });
 }
 
 std::vector<table::learned_route> table::learned(clock::time_point now) const {
   std::vector<learned_route> out;
   for (const auto& [k, e] : impl_->learned)
-    if (e.expiry > now) out.push_back({net::from_u128(k.value, !k.v6), e.profile, e.expiry});
+    if (e.expiry > now)
+      out.push_back({net::from_u128(k.value, !k.v6), e.profile, e.expiry, e.order});
+  std::sort(out.begin(), out.end(), [](auto& a, auto& b) { return a.order < b.order; });
   return out;
 }
 

@@ -3,6 +3,7 @@
 // table (ranges()), so the kernel and the dispatcher can never disagree.
 #include <chrono>
 #include <cstddef>
+#include <cstdint>
 #include <memory>
 #include <optional>
 #include <vector>
@@ -37,8 +38,11 @@ class table {
   void add_exclude(const net::prefix& p, profile_id owner);
   // A global exclude: never routed, whatever any profile or learned entry says.
   void add_global_exclude(const net::prefix& p);
-  // An address learned from a profile's DNS answer; routes to it until `expiry`.
-  void learn(const net::address& a, profile_id profile, clock::time_point expiry);
+  // An address learned from a profile's DNS answer; routes to it until `expiry`. A profile
+  // holds at most `limit` learned addresses: past it, the one learned (or refreshed) longest
+  // ago goes, and is returned.
+  std::optional<net::address> learn(const net::address& a, profile_id profile,
+                                    clock::time_point expiry, std::size_t limit = SIZE_MAX);
   // Drops learned entries that have expired; returns how many.
   std::size_t expire(clock::time_point now);
 
@@ -46,6 +50,7 @@ class table {
     net::address address;
     profile_id profile;
     clock::time_point expiry;
+    std::uint64_t order;  // when it was learned or refreshed: larger is later
   };
   // The learned entries still live at `now` (for a reload, which carries them over).
   std::vector<learned_route> learned(clock::time_point now = clock::now()) const;

@@ -155,6 +155,15 @@ std::vector<std::string> profile::ssh_args() const {
   return args;
 }
 
+void profile::evicted(std::size_t limit) {
+  ++stats_->learned_evicted;
+  const auto now = std::chrono::steady_clock::now();
+  if (evicted_logged_ && now - *evicted_logged_ < std::chrono::minutes(1)) return;
+  evicted_logged_ = now;
+  spdlog::warn("[{}] {} learned addresses, its dns.learn_limit: the oldest go first ({} so far)",
+               settings_.name, limit, stats_->learned_evicted);
+}
+
 void profile::update(config::profile settings) {
   const bool new_ns = settings.dns.nameserver != settings_.dns.nameserver;
   settings_ = std::move(settings);

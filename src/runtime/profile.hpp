@@ -29,6 +29,7 @@ struct counters {
   std::uint64_t bytes_up = 0, bytes_down = 0;
   std::uint64_t restarts = 0;                        // ssh exits after the tunnel had been up
   std::uint64_t failovers = 0;                       // new flows moved to another host
+  std::uint64_t learned_evicted = 0;                 // learned addresses dns.learn_limit pushed out
   std::map<std::string, std::uint64_t> dns_answers;  // by rcode name
 };
 
@@ -109,6 +110,8 @@ class profile {
   counters& stats() { return *stats_; }
   const std::shared_ptr<counters>& totals() const { return stats_; }
   void count(const tunnel::flow_result& r);
+  // A learned address went for dns.learn_limit: counted, and logged once a minute.
+  void evicted(std::size_t limit);
   // A flow ended or a profile came up: a draining profile that is done stops now.
   void poke();
 
@@ -137,6 +140,7 @@ class profile {
   boost::asio::any_io_executor ex_;
   config::profile settings_;
   ssh_home home_;
+  std::optional<std::chrono::steady_clock::time_point> evicted_logged_;
   observer on_event_;
   std::vector<std::unique_ptr<boost::asio::steady_timer>> retry_;  // by host
   std::vector<member> members_;                                    // host by host, in pool order

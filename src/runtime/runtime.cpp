@@ -131,17 +131,23 @@ struct runtime::impl {
 
   // An address a profile's nameserver answered routes through that profile for its TTL,
   // in the dispatcher and in the kernel's timeout set alike.
+  // At most dns.learn_limit addresses per profile (the oldest goes), for at most
+  // dns.learn_ttl_max.
   void learn(profile& p, const net::address& a, std::uint32_t ttl) {
-    if (!p.settings().dns.learn_routes || ttl == 0) return;
+    const auto& rules = p.settings().dns;
+    if (!rules.learn_routes || ttl == 0) return;
+    ttl = static_cast<std::uint32_t>(std::min<std::int64_t>(ttl, rules.learn_ttl_max.count()));
     const auto& by_id = current->by_id;
     const auto it =
         std::find_if(by_id.begin(), by_id.end(), [&](auto& q) { return q.get() == &p; });
     if (it == by_id.end()) return;
-    current->table.learn(a, static_cast<routing::profile_id>(it - by_id.begin()),
-                         routing::clock::now() + std::chrono::seconds(ttl));
+    const auto evicted =
+        current->table.learn(a, static_cast<routing::profile_id>(it - by_id.begin()),
+                             routing::clock::now() + std::chrono::seconds(ttl), rules.learn_limit);
+    if (evicted) p.evicted(rules.learn_limit);
     if (!installed) return;
     try {
-      nl.learn(p.name(), a, std::chrono::seconds(ttl));
+      nl.learn(p.name(), a, std::chrono::seconds(ttl), evicted);
     } catch (const std::exception& e) {
       spdlog::warn("[{}] cannot add learned address {}: {}", p.name(), a.to_string(), e.what());
     }
@@ -425,10 +431,13 @@ asio::awaitable<runtime::reload_result> runtime::impl::reload(const std::filesys
   std::map<std::string, routing::profile_id> id_of;
   for (routing::profile_id id = 0; id < by_id.size(); ++id)
     if (by_id[id] && next.profiles[id].dns.learn_routes) id_of[by_id[id]->name()] = id;
+  // Oldest first, so that a lower learn_limit keeps the latest.
   for (auto& l : current->table.learned())
     if (auto& old = current->by_id[l.profile])
       if (auto it = id_of.find(old->name()); it != id_of.end())
-        snap->table.learn(l.address, it->second, l.expiry);
+        if (snap->table.learn(l.address, it->second, l.expiry,
+                              next.profiles[it->second].dns.learn_limit))
+          by_id[it->second]->evicted(next.profiles[it->second].dns.learn_limit);
 
   // DNS: the first profile with domains needs the listener.
   std::unique_ptr<dns_front> fresh_dns;
@@ -575,6 +584,7 @@ control::status runtime::status() const {
     ps.learned_routes = id ? learned[*id] : 0;
     if (auto h = p.serving_host()) ps.serving_host = p.settings().hosts[*h];
     ps.failovers = c.failovers;
+    ps.learned_evicted = c.learned_evicted;
     ps.tunnels = tunnels(p, p.draining());
     st.profiles.push_back(std::move(ps));
   };

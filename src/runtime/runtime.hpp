@@ -36,8 +36,9 @@ class kernel {
  public:
   virtual ~kernel() = default;
   virtual void install(const nft::ruleset& r) = 0;
-  virtual void learn(const std::string& profile, const net::address& a,
-                     std::chrono::seconds ttl) = 0;
+  // With `forget`, that address (the one the limit pushed out) goes in the same change.
+  virtual void learn(const std::string& profile, const net::address& a, std::chrono::seconds ttl,
+                     std::optional<net::address> forget) = 0;
   virtual void remove() = 0;
   // Whether this process may not mark its sockets itself (no CAP_NET_ADMIN): then its own
   // sockets, which the ruleset must never redirect, come from own_socket().

@@ -1,11 +1,12 @@
 """DNS through the tunnels: per-profile domains, pipelining, cache, learned routes."""
+import json
 import os
 import re
 import signal
 import time
 import unittest
 
-from lab import Lab, LabError, parse_who, wait_until
+from lab import Lab, LabError, LabTestCase, parse_who, wait_until
 
 CONFIG = """
 profiles:
@@ -160,6 +161,41 @@ class DnsCache(unittest.TestCase):
             self.assertEqual(dig()[0], "SERVFAIL")
             t.kill()
 
+
+
+class LearnLimits(LabTestCase):
+    """dns.learn_limit and dns.learn_ttl_max: a profile's learned addresses are bounded in
+    number (the oldest go, in the dispatcher and the kernel alike, counted) and in time."""
+
+    def test_the_oldest_go_and_no_ttl_outlasts_the_cap(self):
+        lab = self.lab
+        t = self.tprosshy("""
+profiles:
+  net1:
+    host: srv1
+    ssh_args: ["-F", "@SSH_CONFIG@"]
+    subnets: ["198.19.1.128/25"]
+    dns: {domains: ["@T1_DOMAIN@"], learn_limit: 2, learn_ttl_max: 3s}
+""")
+        t.wait_ready()
+        names = [(lab["T1_NAME"], lab["T1_IP4"]), (lab["T1_ALT_NAME"], lab["T1_IP4_ALT"]),
+                 (lab["T1_OUTSIDE_NAME"], lab["T1_OUTSIDE_IP4"])]
+        for name, ip in names:
+            self.assertEqual(lab.dig("client", name, "A", server=lab["CLIENT_DNS"]),
+                             ("NOERROR", [ip]))
+        learned = lab.exec("client", ["nft", "list", "set", "inet", "tprosshy", "learn4_net1"],
+                           check=True).stdout
+        self.assertNotIn(lab["T1_IP4"] + " ", learned)  # the first one went
+        for ip in (lab["T1_IP4_ALT"], lab["T1_OUTSIDE_IP4"]):
+            self.assertRegex(learned, re.escape(ip) + r" timeout [123]s")  # lab TTL 5 s, cap 3 s
+        # The dispatcher agrees: the first is no longer routed, the others are.
+        self.assertIsNotNone(lab.connect_error("client", lab["T1_IP4"], timeout=1))
+        self.assertEqual(parse_who(lab.http_get("client", lab["T1_OUTSIDE_IP4"]))["name"], "t1")
+        r = t.ctl("status", "--json")
+        prof = json.loads(r.stdout)["profiles"][0]
+        self.assertEqual((prof["learned_routes"], prof["learned_evicted"]), (2, 1))
+        self.assertIn("its dns.learn_limit: the oldest go first", t.log())
+        self.assertEqual(t.stop(), 0)
 
 if __name__ == "__main__":
     unittest.main(verbosity=2)

@@ -202,6 +202,17 @@ TEST_F(nft_netlink, learn_adds_expiring_elements) {
 
   EXPECT_THROW(nl.learn("lab-2", samples::ip("198.18.50.2"), std::chrono::seconds(60)),
                std::system_error);
+
+  // A learn can take another address out in the same batch (dns.learn_limit), present or
+  // not (expired already).
+  nl.learn("corp", samples::ip("198.18.50.3"), std::chrono::seconds(60),
+           samples::ip("198.18.50.1"));
+  v4 = run("nft list set inet tprosshy learn4_corp").out;
+  EXPECT_EQ(v4.find("198.18.50.1 "), std::string::npos) << v4;
+  EXPECT_NE(v4.find("198.18.50.3 "), std::string::npos) << v4;
+  nl.learn("corp", samples::ip("198.18.50.4"), std::chrono::seconds(60), samples::ip("fd00:50::9"));
+  v6 = run("nft list set inet tprosshy learn6_corp").out;
+  EXPECT_NE(v6.find("fd00:50::1 "), std::string::npos) << v6;
 }
 
 TEST_F(nft_netlink, remove_deletes_the_table) {

@@ -272,6 +272,24 @@ TEST_F(load_test, ssh_user_names_an_account_of_the_password_database) {
   EXPECT_THROW(load(bad), config::error);
 }
 
+TEST_F(load_test, learned_routes_are_bounded_in_number_and_time) {
+  auto d = load(write("d.yaml", "profiles:\n  a: {host: h}\n"));
+  EXPECT_EQ(d.profiles[0].dns.learn_limit, 65536u);
+  EXPECT_EQ(d.profiles[0].dns.learn_ttl_max, std::chrono::hours(24));
+  auto c = load(write("c.yaml",
+                      "defaults: {dns: {learn_limit: 10}}\nprofiles:\n  a: {host: h, dns: "
+                      "{learn_ttl_max: 5m}}\n  b: {host: i, dns: {learn_limit: 3}}\n"));
+  EXPECT_EQ(c.profiles[0].dns.learn_limit, 10u);
+  EXPECT_EQ(c.profiles[0].dns.learn_ttl_max, std::chrono::minutes(5));
+  EXPECT_EQ(c.profiles[1].dns.learn_limit, 3u);
+  for (auto bad :
+       {"learn_ttl_max: 48h", "learn_ttl_max: 0", "learn_limit: 0", "learn_limit: 65537"})
+    EXPECT_THROW(
+        load(write("bad.yaml", std::string("profiles:\n  a: {host: h, dns: {") + bad + "}}\n")),
+        config::error)
+        << bad;
+}
+
 TEST_F(load_test, an_absolute_include_is_named_as_written) {
   auto team = write("abs/team.yaml", "profiles:\n  t:\n    hots: x\n");
   auto f = write("main.yaml", "include: [" + team.string() + "]\nprofiles:\n  a: {host: h}\n");

@@ -52,6 +52,7 @@ status sample() {
   a.bytes_down = 18446744073709551615ull;
   a.dns_queries = {{"NOERROR", 100}, {"SERVFAIL", 2}};
   a.learned_routes = 5;
+  a.learned_evicted = 7;
   a.serving_host = "corp-bastion";
   a.failovers = 2;
   tunnel_status t1;
@@ -102,7 +103,7 @@ profile corp: up
   bytes up        1.5 MiB (1572864)
   bytes down      16.0 EiB (18446744073709551615)
   dns queries     NOERROR 100, SERVFAIL 2
-  learned routes  5
+  learned routes  5; 7 pushed out by dns.learn_limit
   serving host    corp-bastion; 2 failovers
   tunnel corp-bastion#1 up, ssh pid 4242, 3 flows, probe 1.2 ms
   tunnel corp-bastion-2#1 unhealthy, ssh pid 4243, 0 flows, probe 1.2 ms (last failed: no answer from ssh within 3000 ms)
@@ -163,6 +164,7 @@ const std::string golden_json = R"golden({
         "SERVFAIL": 2
       },
       "learned_routes": 5,
+      "learned_evicted": 7,
       "serving_host": "corp-bastion",
       "failovers": 2,
       "tunnels": [
@@ -207,6 +209,7 @@ const std::string golden_json = R"golden({
       "bytes_down": 0,
       "dns_queries": {},
       "learned_routes": 0,
+      "learned_evicted": 0,
       "serving_host": "",
       "failovers": 0,
       "tunnels": []
@@ -276,6 +279,10 @@ tprosshy_dns_capture_installed 1
 # TYPE tprosshy_learned_routes gauge
 tprosshy_learned_routes{profile="corp"} 5
 tprosshy_learned_routes{profile="lab"} 0
+# HELP tprosshy_learned_evicted_total Learned addresses pushed out by dns.learn_limit, the oldest first.
+# TYPE tprosshy_learned_evicted_total counter
+tprosshy_learned_evicted_total{profile="corp"} 7
+tprosshy_learned_evicted_total{profile="lab"} 0
 # HELP tprosshy_failovers_total Times new flows moved to another host.
 # TYPE tprosshy_failovers_total counter
 tprosshy_failovers_total{profile="corp"} 2
@@ -570,11 +577,12 @@ TEST(ControlRender, JsonIsValidAndExact) {
   EXPECT_TRUE(o.at("profiles").as_array().at(1).as_object().at("up_since").is_null());
   std::set<std::string> keys;
   for (auto& kv : p) keys.insert(std::string(kv.key()));
-  EXPECT_EQ(keys, (std::set<std::string>{"name", "state", "host", "ssh_pid", "control_path",
-                                         "up_since", "restarts", "last_error", "flows_active",
-                                         "flows_ok", "flows_reset", "flows_refused", "bytes_up",
-                                         "bytes_down", "dns_queries", "learned_routes",
-                                         "serving_host", "failovers", "tunnels"}));
+  EXPECT_EQ(keys,
+            (std::set<std::string>{
+                "name",           "state",           "host",         "ssh_pid",      "control_path",
+                "up_since",       "restarts",        "last_error",   "flows_active", "flows_ok",
+                "flows_reset",    "flows_refused",   "bytes_up",     "bytes_down",   "dns_queries",
+                "learned_routes", "learned_evicted", "serving_host", "failovers",    "tunnels"}));
 }
 
 TEST(ControlRender, TextEscapesWhatATerminalWouldAct) {
@@ -621,6 +629,7 @@ TEST(ControlRender, PrometheusFamiliesAndLabels) {
       {"tprosshy_dns_cache_hits_total", "counter"},
       {"tprosshy_dns_capture_installed", "gauge"},
       {"tprosshy_learned_routes", "gauge"},
+      {"tprosshy_learned_evicted_total", "counter"},
       {"tprosshy_failovers_total", "counter"},
       {"tprosshy_tunnel_up", "gauge"},
       {"tprosshy_probe_duration_seconds", "histogram"},

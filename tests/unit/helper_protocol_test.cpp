@@ -48,6 +48,7 @@ TEST(helper_protocol, every_request_round_trips) {
                               install{full()},
                               install{nft::ruleset{}},
                               learn{"corp", samples::ip("fd00::5"), 600},
+                              learn{"corp", samples::ip("fd00::5"), 600, samples::ip("10.0.0.1")},
                               remove{},
                               socket{6, socket_kind::udp},
                               socket{4, socket_kind::tcp}};

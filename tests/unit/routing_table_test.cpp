@@ -149,6 +149,35 @@ TEST(RoutingTable, GlobalExcludeSharingASubnetPrefix) {
   EXPECT_EQ(t.global_excludes()[1], P("10.0.0.0/8"));
 }
 
+// dns.learn_limit: past it the address learned (or refreshed) longest ago goes, and the
+// caller is told which, to take it out of the kernel's set too.
+TEST(RoutingTable, LearnLimitPushesOutTheOldest) {
+  table t;
+  EXPECT_EQ(t.learn(A("198.18.0.1"), a, t0 + 60s, 3), std::nullopt);
+  EXPECT_EQ(t.learn(A("198.18.0.2"), a, t0 + 60s, 3), std::nullopt);
+  EXPECT_EQ(t.learn(A("fd00::3"), a, t0 + 60s, 3), std::nullopt);
+  EXPECT_EQ(t.learn(A("198.18.0.9"), b, t0 + 60s, 3), std::nullopt);  // b counts its own
+  EXPECT_EQ(t.learn(A("198.18.0.1"), a, t0 + 90s, 3), std::nullopt);  // a refresh: now newest
+  EXPECT_EQ(t.learn(A("198.18.0.4"), a, t0 + 60s, 3), A("198.18.0.2"));
+  EXPECT_EQ(t.lookup(A("198.18.0.2"), t0), std::nullopt);
+  EXPECT_EQ(t.learn(A("198.18.0.5"), a, t0 + 60s, 3), A("fd00::3"));
+  EXPECT_EQ(t.learn(A("198.18.0.6"), a, t0 + 60s, 3), A("198.18.0.1"));
+  EXPECT_EQ(t.lookup(A("198.18.0.9"), t0), b);
+  // An address that moves to another profile leaves its count; one that expired is not
+  // pushed out again.
+  EXPECT_EQ(t.learn(A("198.18.0.4"), b, t0 + 60s, 3), std::nullopt);
+  EXPECT_EQ(t.learn(A("198.18.0.7"), a, t0 + 60s, 3), std::nullopt);
+  EXPECT_EQ(t.expire(t0 + 61s), 5u);
+  for (int i = 0; i < 3; ++i)
+    EXPECT_EQ(t.learn(A(("198.18.1." + std::to_string(i)).c_str()), a, t0 + 120s, 3), std::nullopt);
+  EXPECT_EQ(t.learn(A("198.18.1.9"), a, t0 + 120s, 3), A("198.18.1.0"));
+  // learned() lists them oldest first, as a reload carries them over.
+  auto l = t.learned(t0 + 61s);
+  ASSERT_EQ(l.size(), 3u);
+  EXPECT_EQ(l.front().address, A("198.18.1.1"));
+  EXPECT_EQ(l.back().address, A("198.18.1.9"));
+}
+
 TEST(RoutingTable, LearnedBeatsStaticAndExpires) {
   table t;
   t.add_subnet(P("198.18.0.0/16"), a);
