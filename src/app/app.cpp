@@ -461,7 +461,7 @@ asio::awaitable<int> serve(runtime::runtime& rt, asio::signal_set& signals, cons
 // The helper as runtime's kernel: every change of the ruleset goes through it.
 class helper_kernel final : public runtime::kernel {
  public:
-  explicit helper_kernel(helper::client c) : c_(std::move(c)) {}
+  explicit helper_kernel(helper::client c) : c_(std::move(c)), lifeline_(c_.lifeline()) {}
   void install(const nft::ruleset& r) override { c_.install(r); }
   void learn(const std::string& profile, const net::address& a, std::chrono::seconds ttl,
              std::optional<net::address> forget) override {
@@ -470,10 +470,12 @@ class helper_kernel final : public runtime::kernel {
   void remove() override { c_.remove(); }
   bool confined() const override { return ::geteuid() != 0; }
   int own_socket(int family, int type) override { return c_.marked_socket(family, type).release(); }
+  int lifeline() const override { return lifeline_.get(); }
   int fd() const { return c_.native_handle(); }
 
  private:
   helper::client c_;
+  net::unique_fd lifeline_;
 };
 
 constexpr const char* no_helper_text =

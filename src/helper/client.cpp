@@ -209,6 +209,13 @@ void client::learn(const std::string& profile, const net::address& a, std::chron
 
 void client::remove() { call(helper::remove{}); }
 
+net::unique_fd client::lifeline() {
+  net::unique_fd got;
+  call(helper::lifeline{}, -1, &got);
+  if (!got) fail(EPROTO, "the helper's answer came without the lifeline");
+  return got;
+}
+
 net::unique_fd client::marked_socket(int family, int type) {
   if ((family != AF_INET && family != AF_INET6) || (type != SOCK_STREAM && type != SOCK_DGRAM))
     fail(EINVAL, "marked_socket: AF_INET or AF_INET6, SOCK_STREAM or SOCK_DGRAM");

@@ -46,6 +46,9 @@ class client {
   void learn(const std::string& profile, const net::address& a, std::chrono::seconds ttl,
              std::optional<net::address> forget = std::nullopt);
   void remove();
+  // The write end of the connection's lifeline (see helper::lifeline): every ssh inherits
+  // it, so the table outlives a crashed tprosshy until its ssh children are gone.
+  net::unique_fd lifeline();
   // A new socket (AF_INET or AF_INET6; SOCK_STREAM or SOCK_DGRAM) carrying the caller's
   // mark, which its table lets through unredirected.
   net::unique_fd marked_socket(int family, int type);

@@ -310,6 +310,8 @@ const char* type_name(uint8_t t) {
       return "remove";
     case type::socket:
       return "socket";
+    case type::lifeline:
+      return "lifeline";
     case type::ok:
       return "ok";
     case type::error:
@@ -345,6 +347,8 @@ std::vector<uint8_t> encode(const request& r) {
           return w.done();
         } else if constexpr (std::is_same_v<T, remove>) {
           return writer(type::remove).done();
+        } else if constexpr (std::is_same_v<T, lifeline>) {
+          return writer(type::lifeline).done();
         } else {
           writer w(type::socket);
           w.u8(m.family);
@@ -400,6 +404,9 @@ request decode_request(std::span<const uint8_t> body) {
     }
     case type::remove:
       out = remove{};
+      break;
+    case type::lifeline:
+      out = lifeline{};
       break;
     case type::socket: {
       socket s;

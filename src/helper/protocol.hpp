@@ -28,11 +28,12 @@ inline constexpr std::size_t resolvers = 64;   // captured DNS resolvers
 inline constexpr std::size_t bypass = 1024;    // ssh server endpoints
 inline constexpr std::size_t string = 256;     // any other string
 inline constexpr std::size_t message = 4096;   // an error reply's message
-inline constexpr std::size_t name = 32;        // profile and table names
-inline constexpr uint32_t ttl = 24 * 60 * 60;  // seconds a learned address may live
+inline constexpr std::chrono::seconds lifeline_time{10};  // a table outlives its caller, at most
+inline constexpr std::size_t name = 32;                   // profile and table names
+inline constexpr uint32_t ttl = 24 * 60 * 60;             // seconds a learned address may live
 }  // namespace limits
 
-inline constexpr uint32_t version = 2;  // 2: profiles carry refuse_other, learn forget
+inline constexpr uint32_t version = 2;  // 2: refuse_other, learn forget, lifeline
 
 enum class type : uint8_t {
   hello = 1,
@@ -40,6 +41,7 @@ enum class type : uint8_t {
   learn = 3,
   remove = 4,
   socket = 5,
+  lifeline = 6,
   ok = 0x80,
   error = 0x81,
 };
@@ -71,7 +73,14 @@ struct socket {
   socket_kind kind = socket_kind::tcp;
   friend bool operator==(const socket&, const socket&) = default;
 };
-using request = std::variant<hello, install, learn, remove, socket>;
+// The write end of a pipe whose read end the helper keeps: when the caller's connection
+// closes, its table stays until every holder of that end is gone (the caller's ssh
+// children inherit it) or limits::lifeline_time passes, so that a crashed caller's ssh
+// resets its flows while the NAT that translates those resets still stands.
+struct lifeline {
+  friend bool operator==(const lifeline&, const lifeline&) = default;
+};
+using request = std::variant<hello, install, learn, remove, socket, lifeline>;
 
 struct ok {
   friend bool operator==(const ok&, const ok&) = default;

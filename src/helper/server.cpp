@@ -1,5 +1,6 @@
 #include "helper/server.hpp"
 
+#include <fcntl.h>
 #include <grp.h>
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
@@ -11,8 +12,10 @@
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
+#include <boost/asio/experimental/awaitable_operators.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/local/stream_protocol.hpp>
+#include <boost/asio/posix/stream_descriptor.hpp>
 #include <boost/asio/signal_set.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
@@ -98,6 +101,8 @@ class connection : public std::enable_shared_from_this<connection> {
     } catch (const std::exception& e) {
       self->log_error(e.what());
     }
+    self->deadline_.cancel();
+    if (!self->table_.empty() && self->lifeline_) co_await self->outlive();
     if (!self->table_.empty())
       spdlog::info("helper: uid {} pid {}: connection closed, table inet {} removed",
                    self->who_.uid, self->pid_, self->table_);
@@ -106,6 +111,26 @@ class connection : public std::enable_shared_from_this<connection> {
   }
 
  private:
+  // The caller is gone, maybe killed: its ssh children (holding the lifeline) are ending
+  // their flows with resets now, which reach the clients only through the table's NAT.
+  asio::awaitable<void> outlive() {
+    using namespace asio::experimental::awaitable_operators;
+    const auto started = std::chrono::steady_clock::now();
+    asio::posix::stream_descriptor rest(sock_.get_executor(), lifeline_.release());
+    asio::steady_timer limit(sock_.get_executor(), limits::lifeline_time);
+    auto r = co_await (
+        rest.async_wait(asio::posix::descriptor_base::wait_read, as_tuple(use_awaitable)) ||
+        limit.async_wait(as_tuple(use_awaitable)));
+    const auto took = std::chrono::duration_cast<std::chrono::milliseconds>(
+        std::chrono::steady_clock::now() - started);
+    if (r.index() == 1)
+      log_error("its processes still hold the lifeline after " +
+                std::to_string(limits::lifeline_time.count()) + " s: removing the table anyway");
+    else if (took > std::chrono::milliseconds(50))
+      spdlog::info("helper: uid {} pid {}: kept table inet {} {} ms for its ssh to end its flows",
+                   who_.uid, pid_, table_, took.count());
+  }
+
   void log_error(const std::string& what) {
     spdlog::warn("helper: uid {} pid {}: {}", who_.uid, pid_, what);
   }
@@ -309,6 +334,13 @@ class connection : public std::enable_shared_from_this<connection> {
       learned_.clear();
       return {};
     }
+    if (std::holds_alternative<lifeline>(req)) {
+      if (lifeline_) fail(EEXIST, "lifeline: this connection has one already");
+      int p[2];
+      if (::pipe2(p, O_CLOEXEC) != 0) fail(errno, "pipe");
+      lifeline_.reset(p[0]);
+      return net::unique_fd(p[1]);
+    }
     const auto& s = std::get<socket>(req);
     net::unique_fd fd(
         ::socket(s.family == 4 ? AF_INET : AF_INET6,
@@ -329,6 +361,7 @@ class connection : public std::enable_shared_from_this<connection> {
   std::vector<uint8_t> buf_;
   std::vector<net::unique_fd> fds_;
   std::optional<nft::netlink> nl_;
+  net::unique_fd lifeline_;  // the read end
   std::string table_;
   bool installed_ = false;
   std::set<std::string> learning_;  // the installed ruleset's profiles with learned sets

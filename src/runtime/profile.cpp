@@ -300,6 +300,7 @@ asio::awaitable<void> profile::run_host(std::size_t host) {
                                           : home_.control_path + "." + std::to_string(host) + "." +
                                                 std::to_string(m.index);
     o.as = home_.as;
+    o.lifeline = home_.lifeline;
     if (settings_.health.probe) {
       o.probe = tcp::endpoint(settings_.health.probe->address, *settings_.health.probe->port);
       o.probe_must_open = true;

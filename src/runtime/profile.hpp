@@ -47,6 +47,7 @@ struct ssh_home {
   std::string control_path;           // the stem of its tunnels' control sockets
   std::string known_hosts;            // its pinned host keys, written when it has some
   std::optional<tunnel::account> as;  // the account every ssh of it runs as; none: ours
+  int lifeline = -1;                  // every ssh of it inherits this descriptor
 };
 
 class profile {

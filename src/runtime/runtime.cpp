@@ -212,7 +212,9 @@ struct runtime::impl {
     auto& t = totals[pc.name];
     if (!t) t = std::make_shared<counters>();
     return std::make_shared<profile>(
-        ex, pc, ssh_home{dir.socket(socket_name), dir.file(socket_name + ".known_hosts"), ssh_as},
+        ex, pc,
+        ssh_home{dir.socket(socket_name), dir.file(socket_name + ".known_hosts"), ssh_as,
+                 nl.lifeline()},
         [this](profile& p, profile::event e) { on_event(p, e); }, t);
   }
 

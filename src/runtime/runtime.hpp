@@ -43,6 +43,9 @@ class kernel {
   // Whether this process may not mark its sockets itself (no CAP_NET_ADMIN): then its own
   // sockets, which the ruleset must never redirect, come from own_socket().
   virtual bool confined() const = 0;
+  // A descriptor every ssh inherits (the helper's lifeline), so that after a crash the
+  // ruleset stands until ssh has reset its flows; -1: none.
+  virtual int lifeline() const = 0;
   virtual int own_socket(int family, int type) = 0;
 };
 

@@ -365,7 +365,13 @@ struct tunnel::impl : std::enable_shared_from_this<impl> {
     asio::readable_pipe err(ex);
     std::optional<bp::process> started;
     try {
-      started.emplace(launch(ex, ssh, args, bp::process_stdio{nullptr, nullptr, err}, opt.as));
+      // The lifeline as ssh's stdin, which a master with -N never reads: ssh closes every
+      // other descriptor it inherits.
+      if (opt.lifeline >= 0)
+        started.emplace(
+            launch(ex, ssh, args, bp::process_stdio{opt.lifeline, nullptr, err}, opt.as));
+      else
+        started.emplace(launch(ex, ssh, args, bp::process_stdio{nullptr, nullptr, err}, opt.as));
     } catch (const std::system_error& e) {
       last_error = "cannot start ssh" + (opt.as ? " as " + opt.as->name : "") + ": " + e.what();
       co_return false;

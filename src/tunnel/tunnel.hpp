@@ -34,6 +34,7 @@ struct options {
   std::vector<std::string> ssh_args;
   std::string control_path;   // the master's socket; its directory must be private
   std::optional<account> as;  // ssh runs as this account (a root tprosshy's ssh_user)
+  int lifeline = -1;  // ssh's stdin, so it holds it (runtime::kernel::lifeline); -1: /dev/null
   std::chrono::milliseconds backoff_min{500};
   std::chrono::milliseconds backoff_max{30000};
   std::chrono::milliseconds ready_timeout{60000};

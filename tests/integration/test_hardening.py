@@ -117,6 +117,29 @@ class Hardening(LabTestCase):
     def test_sigint_resets_open_flows_within_a_second(self):
         self.stop_resets_open_flows(signal.SIGINT)
 
+    def test_sigkill_resets_open_flows_too(self):
+        """Killed outright, tprosshy cannot stop its flows: its ssh children (which die with
+        it) reset them, while the helper keeps the NAT those resets need until they are gone
+        (the lifeline). 10 rounds, each flow reset within 3 s."""
+        lab = self.lab
+        times = []
+        for i in range(10):
+            t = self.tprosshy(TWO_WITH_DNS)
+            t.wait_ready()
+            ends = self.open_flows(lab["T1_IP4"], lab["T2_IP4"])
+            asked = time.time()
+            t.send_signal(signal.SIGKILL)
+            got = ends()
+            for name in ("download", "idle"):
+                self.assertIn(name, got, f"round {i}: {name} never ended:\n{t.log()}")
+                self.assertEqual(got[name]["end"], "reset", f"round {i}: {got[name]}")
+                times.append(got[name]["t"] - asked)
+                self.assertLess(times[-1], 3.0, f"round {i}: {got[name]}")
+            wait_until(lambda: lab.nft_tables() == [] and lab.count_procs("client", "ssh") == 0,
+                       15, what=f"round {i}: the table and every ssh gone")
+        print(f"\nSIGKILL: flows reset after {min(times):.3f} to {max(times):.3f} s "
+              f"(median {sorted(times)[len(times) // 2]:.3f} s), {len(times)} flows")
+
     def ssh_pid(self, host):
         for pid, _ in self.lab.procs("client", "ssh"):
             with open(f"/proc/{pid}/cmdline", "rb") as f:

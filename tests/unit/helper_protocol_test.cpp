@@ -50,6 +50,7 @@ TEST(helper_protocol, every_request_round_trips) {
                               learn{"corp", samples::ip("fd00::5"), 600},
                               learn{"corp", samples::ip("fd00::5"), 600, samples::ip("10.0.0.1")},
                               remove{},
+                              lifeline{},
                               socket{6, socket_kind::udp},
                               socket{4, socket_kind::tcp}};
   for (const auto& sample : samples::all()) all.push_back(install{sample.second});
