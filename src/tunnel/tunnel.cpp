@@ -18,11 +18,13 @@
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/asio/write.hpp>
 #include <cstring>
+#include <map>
 #include <optional>
 #include <random>
 #include <stdexcept>
 #include <utility>
 
+#include "net/prefix.hpp"
 #include "net/tcp_info.hpp"
 #include "tunnel/gate.hpp"
 #include "tunnel/process.hpp"
@@ -60,6 +62,20 @@ void reset_now(int fd) {
   sockaddr sa{};
   sa.sa_family = AF_UNSPEC;
   ::connect(fd, &sa, sizeof sa);
+}
+
+// Who a flow comes from, for the per-source limit: its IPv4 address, or its IPv6 /64 (one
+// host's privacy addresses come from one prefix).
+net::u128 source_of(int fd) {
+  tcp::endpoint ep;
+  auto len = static_cast<socklen_t>(ep.capacity());
+  if (::getpeername(fd, ep.data(), &len) != 0) return 0;
+  ep.resize(len);
+  auto a = ep.address();
+  if (a.is_v6() && a.to_v6().is_v4_mapped())
+    a = asio::ip::make_address_v4(asio::ip::v4_mapped, a.to_v6());
+  if (a.is_v4()) return net::to_u128(a);
+  return net::to_u128(a) >> 64 << 64 | 1;  // the /64, apart from any IPv4 key
 }
 
 // Reads until the end; what came before an error is kept.
@@ -109,6 +125,7 @@ struct tunnel::impl : std::enable_shared_from_this<impl> {
   asio::steady_timer backoff;
   gate setups;
   std::size_t flows = 0;
+  std::map<net::u128, std::size_t> opening;  // channel opens in progress, by source
 
   // The control connection held open while ssh runs. A channel's end looks the same
   // whether the master closed it in its loop (a normal end) or freed it on its way out
@@ -500,6 +517,22 @@ asio::awaitable<flow_result> tunnel::carry(net::unique_fd client, tcp::endpoint 
   }
   const int one = 1;
   ::setsockopt(client.get(), IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+  const auto from = source_of(client.get());
+  if (self->opening[from] >= self->opt.max_setups_per_source) {
+    reset_now(client.get());
+    r.reset = true;
+    r.why = "its source has " + std::to_string(self->opt.max_setups_per_source) +
+            " flows being opened on this tunnel, the most one source may";
+    co_return r;
+  }
+  struct unopen {
+    std::map<net::u128, std::size_t>& by;
+    net::u128 key;
+    ~unopen() {
+      if (--by[key] == 0) by.erase(key);
+    }
+  } opening{self->opening, from};
+  ++self->opening[from];
   auto opened = co_await self->open_channel(dst, client.get());
   if (!opened.control) {
     reset_now(client.get());

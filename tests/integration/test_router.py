@@ -173,6 +173,35 @@ profiles:
             self.assertEqual(self.who(lab["T2_IP6"])["peer"], lab["SRV2_NET_IP6"], listen)
             self.assertEqual(t.stop(), 0)
 
+    def test_one_lan_host_cannot_starve_another(self):
+        """Host A (the LAN) opens 3,000 flows to a routed address whose packets srv1 drops,
+        so none ever opens: past 2,000 being opened its flows are reset, and host B (the
+        gateway itself) still gets its GET through at once."""
+        lab = self.lab
+        hole = "198.19.1.200"
+        lab.exec("srv1", ["nft", "-f", "-"], check=True, input=(
+            "table inet hole {\n chain out {\n  type filter hook output priority 0;\n"
+            f"  ip daddr {hole} drop\n }}\n}}\n"))
+        self.addCleanup(lab.exec, "srv1", ["nft", "delete", "table", "inet", "hole"])
+        t = self.tprosshy(f"""
+mode: gateway
+gateway: {{interfaces: ["{lab['CLIENT_IF_LAN']}"]}}
+""" + self.two())
+        t.wait_ready()
+        flood = lab.popen("lan", ["sh", "-c", f"ulimit -n 8192; exec python3 -c '{HOLD}' {hole} 3000"],
+                          stdout=subprocess.PIPE, text=True)
+        self.addCleanup(flood.kill)
+        self.assertEqual(flood.stdout.readline().split(), ["connected", "3000"])
+        # Past 2,000 flows being opened for one source, A's next ones are reset at once.
+        self.assertEqual(flood.stdout.readline().split(), ["reset", "1000", "ended", "1000"])
+        started = time.monotonic()
+        self.assertEqual(self.who(lab["T1_IP4"])["peer"], lab["SRV1_NET_IP4"])
+        took = time.monotonic() - started
+        self.assertLess(took, 5.0)
+        print(f"\nB's GET beside A's 3000 pending flows: {took * 1000:.0f} ms")
+        flood.kill()
+        self.assertEqual(t.stop(), 0)
+
     def test_two_thousand_parallel_flows(self):
         lab = self.lab
         t = self.tprosshy(self.two())
@@ -182,6 +211,30 @@ profiles:
         self.assertEqual(r.stdout.strip(), "2000 ok of 2000", r.stderr + t.log()[-3000:])
         self.assertEqual(t.stop(), 0)
 
+
+# Opens N connections that never get an answer and holds them; says when all are open
+# (accepted by tprosshy's listener, which accepts before ssh opens the channel).
+HOLD = """
+import asyncio, sys
+host, n = sys.argv[1], int(sys.argv[2])
+async def watch(r):
+    try:
+        await r.read(1)
+        return "eof"
+    except ConnectionResetError:
+        return "reset"
+async def main():
+    rs = await asyncio.gather(*(asyncio.open_connection(host, 80) for _ in range(n)),
+                              return_exceptions=True)
+    ok = [r for r in rs if not isinstance(r, Exception)]
+    early = sum(1 for r in rs if isinstance(r, ConnectionResetError))
+    print("connected", len(ok) + early, flush=True)  # a reset may come before the connect ends
+    done, _ = await asyncio.wait([asyncio.ensure_future(watch(r)) for r, w in ok], timeout=5)
+    print("reset", early + sum(1 for d in done if d.result() == "reset"),
+          "ended", early + len(done), flush=True)
+    await asyncio.sleep(300)
+asyncio.run(main())
+"""
 
 MANY2 = """
 import asyncio, sys
