@@ -343,7 +343,20 @@ int ask(const cli& c) {
 
 // A run, step by step: listen, start the profiles, wait for their first verdicts, install
 // the ruleset, serve until a signal, stop.
-asio::awaitable<int> serve(runtime::runtime& rt, asio::signal_set& signals, const notifier& notify,
+// Completes when the helper is gone: it never speaks unasked, so its socket turning readable
+// between requests means it closed (and the ruleset went with it).
+asio::awaitable<void> helper_gone(asio::posix::stream_descriptor& watch) {
+  for (;;) {
+    co_await watch.async_wait(asio::posix::descriptor_base::wait_read, use_awaitable);
+    char b;
+    const auto n = ::recv(watch.native_handle(), &b, 1, MSG_PEEK | MSG_DONTWAIT);
+    if (n < 0 && (errno == EAGAIN || errno == EINTR)) continue;
+    co_return;
+  }
+}
+
+asio::awaitable<int> serve(runtime::runtime& rt, asio::signal_set& signals,
+                           asio::posix::stream_descriptor& helper, const notifier& notify,
                            int verbose) {
   using namespace asio::experimental::awaitable_operators;
   std::optional<control::server> ctl;
@@ -410,18 +423,25 @@ asio::awaitable<int> serve(runtime::runtime& rt, asio::signal_set& signals, cons
   notify.status("starting: connecting to the ssh servers");
 
   // SIGHUP reloads (once ready: one that comes earlier is kept for then); SIGINT and
-  // SIGTERM stop.
+  // SIGTERM stop, and so does the helper's end: no running on without a ruleset.
   bool reload_pending = false;
+  int stop_code = ex_ok;
   auto signal = [&]() -> asio::awaitable<int> {
-    for (;;) {
-      const int sig = co_await signals.async_wait(use_awaitable);
-      if (sig == SIGHUP) {
-        reload_pending = true;
-        co_return sig;
-      }
-      spdlog::info("signal {}: stopping", sig == SIGINT ? "SIGINT" : "SIGTERM");
+    auto r = co_await (signals.async_wait(use_awaitable) || helper_gone(helper));
+    if (r.index() == 1) {
+      spdlog::critical(
+          "the helper is gone (its ruleset with it): stopping rather than run "
+          "without one");
+      stop_code = ex_unavailable;
+      co_return SIGTERM;
+    }
+    const int sig = std::get<0>(r);
+    if (sig == SIGHUP) {
+      reload_pending = true;
       co_return sig;
     }
+    spdlog::info("signal {}: stopping", sig == SIGINT ? "SIGINT" : "SIGTERM");
+    co_return sig;
   };
   auto stop_signal = [&]() -> asio::awaitable<int> {
     for (;;)
@@ -432,7 +452,7 @@ asio::awaitable<int> serve(runtime::runtime& rt, asio::signal_set& signals, cons
     co_await apply(rt.config().file);
   };
   if ((co_await (rt.first_verdicts() || stop_signal())).index() == 1)
-    co_return co_await stopped(ex_ok);
+    co_return co_await stopped(stop_code);
   if (rt.up() == 0 && rt.config().on_start_failure == config::start_failure::exit) {
     for (auto* p : rt.down())
       spdlog::error("[{}] cannot connect to {}: {}", p->name(), p->settings().host,
@@ -441,7 +461,7 @@ asio::awaitable<int> serve(runtime::runtime& rt, asio::signal_set& signals, cons
     co_return co_await stopped(ex_unavailable);
   }
   if ((co_await (rt.nameservers_known(10s) || stop_signal())).index() == 1)
-    co_return co_await stopped(ex_ok);
+    co_return co_await stopped(stop_code);
 
   try {
     rt.install();
@@ -455,7 +475,7 @@ asio::awaitable<int> serve(runtime::runtime& rt, asio::signal_set& signals, cons
   if (reload_pending) asio::co_spawn(co_await asio::this_coro::executor, reload(), asio::detached);
   while (co_await signal() == SIGHUP)
     asio::co_spawn(co_await asio::this_coro::executor, reload(), asio::detached);
-  co_return co_await stopped(ex_ok);
+  co_return co_await stopped(stop_code);
 }
 
 // The helper as runtime's kernel: every change of the ruleset goes through it.
@@ -588,34 +608,16 @@ int run(const cli& c) {
   unblock_signals();
   runtime::runtime rt(io.get_executor(), std::move(cfg), kernel);
   const auto notify = notifier::from_environment();
+  // A duplicate of the helper's socket to wait on (the client's calls stay blocking).
+  asio::posix::stream_descriptor watch(io, ::dup(kernel.fd()));
   auto supervised = [&]() -> asio::awaitable<int> {
     using namespace asio::experimental::awaitable_operators;
-    if (!notify.watchdog_interval()) co_return co_await serve(rt, signals, notify, c.verbose);
+    if (!notify.watchdog_interval())
+      co_return co_await serve(rt, signals, watch, notify, c.verbose);
     // The watchdog pings until the run ends (with an interval, it never ends by itself).
-    auto r = co_await (serve(rt, signals, notify, c.verbose) || notify.watchdog());
+    auto r = co_await (serve(rt, signals, watch, notify, c.verbose) || notify.watchdog());
     co_return r.index() == 0 ? std::get<0>(r) : ex_software;
   };
-  // The helper never speaks unasked: the socket turning readable between requests means it
-  // is gone, and the ruleset with it. Stop rather than run on without one.
-  bool helper_gone = false;
-  asio::posix::stream_descriptor watch(io, ::dup(kernel.fd()));
-  auto watch_helper = [&]() -> asio::awaitable<void> {
-    for (;;) {
-      auto [ec] = co_await watch.async_wait(asio::posix::descriptor_base::wait_read,
-                                            asio::as_tuple(use_awaitable));
-      if (ec == asio::error::operation_aborted) co_return;
-      char b;
-      const auto n = ::recv(watch.native_handle(), &b, 1, MSG_PEEK | MSG_DONTWAIT);
-      if (n < 0 && (errno == EAGAIN || errno == EINTR)) continue;
-      spdlog::critical(
-          "the helper is gone (its ruleset with it): stopping rather than run "
-          "without one");
-      helper_gone = true;
-      ::kill(::getpid(), SIGTERM);
-      co_return;
-    }
-  };
-  asio::co_spawn(io, watch_helper(), asio::detached);
   int code = ex_software;
   asio::co_spawn(io, supervised(), [&](std::exception_ptr e, int rc) {
     if (e) {
@@ -628,10 +630,9 @@ int run(const cli& c) {
       return;
     }
     code = rc;
-    watch.cancel();
   });
   io.run();
-  return helper_gone ? ex_unavailable : code;
+  return code;
 }
 
 }  // namespace
