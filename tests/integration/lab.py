@@ -153,6 +153,8 @@ class Lab:
         if r.returncode != 0:
             raise LabError(f"lab up {self.name} failed ({r.returncode}):\n{r.stderr}")
         self.state = Path(r.stdout.strip().splitlines()[-1])
+        self.tmp = self.state / "tmp"  # tprosshy's TMPDIR (its control sockets' directory)
+        self.tmp.mkdir(mode=0o700, exist_ok=True)
         self.env = read_env(self.state / "env")
         return self
 
@@ -405,11 +407,15 @@ class Tprosshy:
     def start(self):
         if not shutil.which(self.argv[0]):
             raise LabError(f"tprosshy binary not found: {self.argv[0]} (set TPROSSHY_BIN)")
+        # Its private directory in the lab's state, which goes with the lab: a run killed
+        # outright cannot remove it, and must not leave it in the machine's /tmp.
+        env = dict(self.env if self.env is not None else os.environ)
+        env.setdefault("TMPDIR", str(self.lab.tmp))
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(self.lab.argv(self.role, self.argv),
                                          stdin=subprocess.DEVNULL, stdout=log,
                                          stderr=subprocess.STDOUT, start_new_session=True,
-                                         env=self.env)
+                                         env=env)
         return self
 
     @property
@@ -527,11 +533,16 @@ class LocalUser:
                        check=True, capture_output=True, timeout=30)
         pw = pwd.getpwnam(self.name)
         self.uid, self.gid = pw.pw_uid, pw.pw_gid
+        # Its TMPDIR in its home, which goes with the account: a tprosshy of it killed
+        # outright leaves its private directory there, not in the machine's /tmp.
+        self.tmp = self.home / "tmp"
+        self.tmp.mkdir(mode=0o700)
+        os.chown(self.tmp, self.uid, self.gid)
         atexit.register(self.remove)
 
     def env(self, **extra):
         e = {"HOME": str(self.home), "USER": self.name, "LOGNAME": self.name,
-             "PATH": "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin"}
+             "TMPDIR": str(self.tmp), "PATH": "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin"}
         e.update({k: str(v) for k, v in extra.items()})
         return e
 

@@ -107,8 +107,8 @@ profiles:
                    what="net2 refused")
         self.assertNotEqual(self.profile_status(t, "net2")["state"], "up")
         # The private known_hosts is tprosshy's alone.
-        files = lab.exec("client", ["sh", "-c", "stat -c '%a %n' /tmp/tprosshy.*/*.known_hosts"])
-        self.assertRegex(files.stdout, r"^600 /tmp/tprosshy\.\w+/net1\.known_hosts$")
+        files = lab.exec("client", ["sh", "-c", f"stat -c '%a %n' {lab.tmp}/tprosshy.*/*.known_hosts"])
+        self.assertRegex(files.stdout, rf"^600 {re.escape(str(lab.tmp))}/tprosshy\.\w+/net1\.known_hosts$")
         self.assertEqual(t.stop(), 0)
 
     def test_a_wrong_pinned_key_fails_the_profile_with_the_servers_fingerprint(self):
