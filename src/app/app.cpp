@@ -211,12 +211,19 @@ void setup_logging(const std::string& level, int verbose) {
 // For check: where `host` of `p` is, warning when ssh would take its key unseen.
 asio::awaitable<std::vector<asio::ip::tcp::endpoint>> servers_of(
     const config::profile& p, const std::string& host, std::optional<tunnel::account> as) {
-  const auto f = co_await tunnel::query(p.ssh_args, host, as);
-  if (f.host_key_checking == "accept-new" && p.host_keys.empty())
+  std::string checking;
+  auto eps =
+      co_await tunnel::server_endpoints(p.ssh_args, host, as, !p.host_keys.empty(), &checking);
+  if (checking == "accept-new" && p.host_keys.empty())
     std::cerr << "tprosshy: warning: profile " << p.name << ": ssh's settings for " << host
               << " accept a server's key unseen the first time (StrictHostKeyChecking "
                  "accept-new); pin it in host_keys (tprosshy keyscan prints it)\n";
-  co_return co_await tunnel::server_endpoints(p.ssh_args, host, as, !p.host_keys.empty());
+  co_return eps;
+}
+
+// ssh_user takes root; anyone else asks ssh as themselves (check, keyscan).
+std::optional<tunnel::account> ssh_as_for_verbs(const config::config& cfg) {
+  return ::geteuid() == 0 ? runtime::ssh_account(cfg) : std::nullopt;
 }
 
 int check(const cli& c) {
@@ -227,8 +234,7 @@ int check(const cli& c) {
   }
   auto cfg = config::load(c.config);
   auto table = runtime::make_table(cfg);
-  // ssh_user takes root; anyone else asks ssh as themselves.
-  const auto ssh_as = ::geteuid() == 0 ? runtime::ssh_account(cfg) : std::nullopt;
+  const auto ssh_as = ssh_as_for_verbs(cfg);
   asio::io_context io;
   // One slot per host of each profile (backups too: a run bypasses them all), filled in
   // any order, printed in config order.
@@ -280,8 +286,7 @@ int keyscan(const cli& c) {
       std::cerr << "tprosshy: " << c.config << ": no profile named '" << n << "'\n";
       return ex_usage;
     }
-  // ssh_user takes root; anyone else asks ssh as themselves.
-  const auto ssh_as = ::geteuid() == 0 ? runtime::ssh_account(cfg) : std::nullopt;
+  const auto ssh_as = ssh_as_for_verbs(cfg);
   asio::io_context io;
   int code = ex_ok;
   auto scan = [&]() -> asio::awaitable<void> {

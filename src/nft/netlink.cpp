@@ -443,8 +443,6 @@ struct netlink::impl {
       } else if (auto* x = std::get_if<plan::daddr_in>(&m)) {
         add_daddr_load(rp, x->fam);
         add_lookup(rp, x->set, set_ids.at(x->set));
-      } else if (std::holds_alternative<plan::fib_local>(m)) {
-        add_fib_type(rp, RTN_LOCAL);
       } else if (auto* x = std::get_if<plan::fib_type>(&m)) {
         add_fib_type(rp, x->rtn);
       } else if (auto* x = std::get_if<plan::daddr_net>(&m)) {
@@ -539,43 +537,36 @@ void netlink::learn(const std::string& profile, const net::address& a, std::chro
   if (i.table.empty() || std::find(i.learned_profiles.begin(), i.learned_profiles.end(), profile) ==
                              i.learned_profiles.end())
     fail(ENOENT, "profile '" + profile + "' has no learned set installed");
-  auto fam = a.is_v4() ? plan::family::v4 : plan::family::v6;
-  plan::set s{plan::learned_set(profile, fam), fam, false, true, {}, {}};
-  auto key = key_bytes(a);
-  uint64_t ms = static_cast<uint64_t>(std::max<int64_t>(ttl.count(), 1)) * 1000;
   batch b(i.seq);
-  // Add (a no-op if present), delete, add with the new timeout: one transaction that
-  // refreshes an address already learned, on kernels without element timeout updates.
-  for (auto [type, with_timeout] :
-       {std::pair{NFT_MSG_NEWSETELEM, false}, std::pair{NFT_MSG_DELSETELEM, false},
-        std::pair{NFT_MSG_NEWSETELEM, true}}) {
+  // One element message for `addr` in the profile's learned set of its family.
+  auto element = [&](uint16_t type, const net::address& addr, std::optional<uint64_t> timeout_ms,
+                     std::string what) {
+    const auto fam = addr.is_v4() ? plan::family::v4 : plan::family::v6;
+    plan::set s{plan::learned_set(profile, fam), fam, false, true, {}, {}};
     auto p = i.make_set(i.table, s, 0);
     nftnl_set_unset(p.get(), NFTNL_SET_ID);
+    const auto key = key_bytes(addr);
     auto* e = check_alloc(nftnl_set_elem_alloc());
     nftnl_set_elem_set(e, NFTNL_SET_ELEM_KEY, key.data(), key.size());
-    if (with_timeout) nftnl_set_elem_set_u64(e, NFTNL_SET_ELEM_TIMEOUT, ms);
+    if (timeout_ms) nftnl_set_elem_set_u64(e, NFTNL_SET_ELEM_TIMEOUT, *timeout_ms);
     nftnl_set_elem_add(p.get(), e);
-    auto* h = b.start(type, type == NFT_MSG_NEWSETELEM ? NLM_F_CREATE : 0,
-                      "adding " + a.to_string() + " to set " + s.name);
+    auto* h = b.start(type, type == NFT_MSG_NEWSETELEM ? NLM_F_CREATE : 0, what + " set " + s.name);
     nftnl_set_elems_nlmsg_build_payload(h, p.get());
     b.done(h);
-  }
+  };
+  const uint64_t ms = static_cast<uint64_t>(std::max<int64_t>(ttl.count(), 1)) * 1000;
+  // Add (a no-op if present), delete, add with the new timeout: one transaction that
+  // refreshes an address already learned, on kernels without element timeout updates.
+  const auto adding = "adding " + a.to_string() + " to";
+  element(NFT_MSG_NEWSETELEM, a, std::nullopt, adding);
+  element(NFT_MSG_DELSETELEM, a, std::nullopt, adding);
+  element(NFT_MSG_NEWSETELEM, a, ms, adding);
   // Add (a no-op if present), delete: gone whether or not it had expired already.
-  if (forget)
-    for (auto type : {NFT_MSG_NEWSETELEM, NFT_MSG_DELSETELEM}) {
-      const auto ffam = forget->is_v4() ? plan::family::v4 : plan::family::v6;
-      plan::set fs{plan::learned_set(profile, ffam), ffam, false, true, {}, {}};
-      auto p = i.make_set(i.table, fs, 0);
-      nftnl_set_unset(p.get(), NFTNL_SET_ID);
-      auto fkey = key_bytes(*forget);
-      auto* e = check_alloc(nftnl_set_elem_alloc());
-      nftnl_set_elem_set(e, NFTNL_SET_ELEM_KEY, fkey.data(), fkey.size());
-      nftnl_set_elem_add(p.get(), e);
-      auto* h = b.start(type, type == NFT_MSG_NEWSETELEM ? NLM_F_CREATE : 0,
-                        "removing " + forget->to_string() + " from set " + fs.name);
-      nftnl_set_elems_nlmsg_build_payload(h, p.get());
-      b.done(h);
-    }
+  if (forget) {
+    const auto removing = "removing " + forget->to_string() + " from";
+    element(NFT_MSG_NEWSETELEM, *forget, std::nullopt, removing);
+    element(NFT_MSG_DELSETELEM, *forget, std::nullopt, removing);
+  }
   auto what = b.what();
   i.talk(b.finish(), what);
 }

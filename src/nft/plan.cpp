@@ -30,6 +30,13 @@ std::vector<addr_range> of_family(const std::vector<addr_range>& rs, family f) {
 
 constexpr const char* refuse_chain = "refuse";
 
+// A confined table redirects and refuses only its uid's sockets: that match goes first on
+// every such rule.
+std::vector<match> confined(const ruleset& r, std::vector<match> ms) {
+  if (r.skuid) ms.insert(ms.begin(), skuid{*r.skuid});
+  return ms;
+}
+
 // What is not TCP, to a routed or learned destination of a profile that refuses it, is
 // refused at once rather than sent in the clear: UDP as a closed port answers (so QUIC
 // falls back to TCP now), the rest administratively prohibited. Never what keeps the
@@ -52,7 +59,7 @@ std::optional<chain> refusals(const ruleset& r, const table& t) {
   };
   if (r.mark != 0) keep({mark{r.mark}}, "tprosshy's own sockets");
   keep({l4proto{IPPROTO_TCP}}, "tcp: redirected by the nat hooks");
-  keep({fib_local{}}, "local destinations");
+  keep({fib_type{RTN_LOCAL}}, "local destinations");
   keep({fib_type{RTN_BROADCAST}}, "broadcast");
   keep({fib_type{RTN_MULTICAST}}, "multicast");
   for (const char* n : {"169.254.0.0/16", "224.0.0.0/4", "fe80::/10", "ff00::/8"})
@@ -70,19 +77,15 @@ std::optional<chain> refusals(const ruleset& r, const table& t) {
   for (auto f : {family::v4, family::v6})
     if (auto name = f == family::v4 ? "exclude4" : "exclude6"; has_set(name))
       keep({daddr_in{f, name}}, "exclude");
-  auto refusing = [&](std::vector<match> ms) {
-    if (r.skuid) ms.insert(ms.begin(), skuid{*r.skuid});
-    return ms;
-  };
   for (const auto& p : r.profiles) {
     if (!p.refuse_other) continue;
     for (auto f : {family::v4, family::v6})
       for (const auto& name : {routed_set(p.name, f), learned_set(p.name, f)}) {
         if (!has_set(name)) continue;
-        c.rules.push_back({refusing({daddr_in{f, name}, l4proto{IPPROTO_UDP}}),
+        c.rules.push_back({confined(r, {daddr_in{f, name}, l4proto{IPPROTO_UDP}}),
                            reject{false, false, f}, p.name + ": udp refused"});
         c.rules.push_back(
-            {refusing({daddr_in{f, name}}), reject{false, true}, p.name + ": not tcp, refused"});
+            {confined(r, {daddr_in{f, name}}), reject{false, true}, p.name + ": not tcp, refused"});
       }
   }
   return c;
@@ -129,12 +132,7 @@ table make(const ruleset& r) {
   chain route{common_chain, hook::none, 0, {}, false, {}};
   route.note = "Reached from the nat hooks below; the first matching rule decides.";
   const family both[] = {family::v4, family::v6};
-  // A confined table redirects only its uid's sockets: the match goes first on every
-  // redirect rule.
-  auto redirecting = [&](std::vector<match> ms) {
-    if (r.skuid) ms.insert(ms.begin(), skuid{*r.skuid});
-    return ms;
-  };
+  auto redirecting = [&](std::vector<match> ms) { return confined(r, std::move(ms)); };
   auto add_set = [&](std::string name, family f, bool interval, std::string comment,
                      std::vector<addr_range> elems) {
     t.sets.push_back({std::move(name), f, interval, false, std::move(comment),
@@ -171,7 +169,7 @@ table make(const ruleset& r) {
   }
 
   // 3. This machine's own addresses.
-  route.rules.push_back({{fib_local{}}, ret{}, "local destinations"});
+  route.rules.push_back({{fib_type{RTN_LOCAL}}, ret{}, "local destinations"});
 
   // 4. The ssh servers themselves, or the tunnels would loop into themselves.
   std::vector<endpoint> seen;
@@ -229,8 +227,9 @@ table make(const ruleset& r) {
     for (const auto& i : r.interfaces) {
       if (to_gateway)
         for (uint8_t proto : {uint8_t(IPPROTO_UDP), uint8_t(IPPROTO_TCP)})
-          pre.rules.push_back({redirecting({iifname{i}, l4proto{proto}, dport{53}, fib_local{}}),
-                               redirect{r.dns_port}, "dns to this gateway"});
+          pre.rules.push_back(
+              {redirecting({iifname{i}, l4proto{proto}, dport{53}, fib_type{RTN_LOCAL}}),
+               redirect{r.dns_port}, "dns to this gateway"});
       pre.rules.push_back({{iifname{i}}, jump{common_chain}, {}});
     }
     t.chains.push_back(std::move(pre));

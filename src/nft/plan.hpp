@@ -43,9 +43,8 @@ struct daddr_in {
   family fam;
   std::string set;
 };
-struct fib_local {};
 struct fib_type {
-  uint8_t rtn;  // RTN_BROADCAST or RTN_MULTICAST: `fib daddr type broadcast`
+  uint8_t rtn;  // RTN_LOCAL, RTN_BROADCAST or RTN_MULTICAST: `fib daddr type local`
 };
 struct daddr_net {
   net::prefix net;  // `ip daddr 169.254.0.0/16`
@@ -57,8 +56,8 @@ struct ct_dnat {};  // `ct status dnat`: a nat rule redirected the packet's conn
 struct skuid {
   uint32_t uid;
 };  // the uid owning the packet's socket
-using match = std::variant<iifname, mark, l4proto, dport, daddr, daddr_in, fib_local, ct_dnat,
-                           skuid, fib_type, daddr_net, icmpv6_type>;
+using match = std::variant<iifname, mark, l4proto, dport, daddr, daddr_in, ct_dnat, skuid, fib_type,
+                           daddr_net, icmpv6_type>;
 
 struct ret {};
 struct jump {

@@ -96,10 +96,10 @@ std::string format_rule(const plan::rule& r) {
       add(std::string(x->addr.is_v4() ? "ip" : "ip6") + " daddr " + x->addr.to_string());
     } else if (auto* x = std::get_if<plan::daddr_in>(&m)) {
       add(std::string(ip_keyword(x->fam)) + " daddr @" + x->set);
-    } else if (std::holds_alternative<plan::fib_local>(m)) {
-      add("fib daddr type local");
     } else if (auto* x = std::get_if<plan::fib_type>(&m)) {
-      add(std::string("fib daddr type ") + (x->rtn == RTN_BROADCAST ? "broadcast" : "multicast"));
+      add(std::string("fib daddr type ") + (x->rtn == RTN_LOCAL       ? "local"
+                                            : x->rtn == RTN_BROADCAST ? "broadcast"
+                                                                      : "multicast"));
     } else if (auto* x = std::get_if<plan::daddr_net>(&m)) {
       add(std::string(x->net.network.is_v4() ? "ip" : "ip6") + " daddr " + x->net.to_string());
     } else if (auto* x = std::get_if<plan::icmpv6_type>(&m)) {

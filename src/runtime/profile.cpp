@@ -176,14 +176,18 @@ void profile::update(config::profile settings) {
   make_dns();
 }
 
+asio::awaitable<std::vector<tcp::endpoint>> profile::servers(std::size_t host) const {
+  return tunnel::server_endpoints(settings_.ssh_args, settings_.hosts[host], home_.as,
+                                  !settings_.host_keys.empty());
+}
+
 asio::awaitable<void> profile::locate(std::chrono::milliseconds limit) {
   using namespace asio::experimental::awaitable_operators;
   for (std::size_t h = 0; h < settings_.hosts.size(); ++h) {
     if (located_[h]) continue;
     auto find = [&]() -> asio::awaitable<std::optional<std::vector<tcp::endpoint>>> {
       try {
-        co_return co_await tunnel::server_endpoints(settings_.ssh_args, settings_.hosts[h],
-                                                    home_.as);
+        co_return co_await servers(h);
       } catch (const std::exception& e) {
         last_error_ = e.what();
         co_return std::nullopt;
@@ -252,8 +256,7 @@ asio::awaitable<bool> profile::find_host(std::size_t host) {
   while (!stopping_) {
     std::string why;
     try {
-      for (auto& ep : co_await tunnel::server_endpoints(settings_.ssh_args, settings_.hosts[host],
-                                                        home_.as, !settings_.host_keys.empty()))
+      for (auto& ep : co_await servers(host))
         bypass_.push_back({ep.address(), ep.port(), settings_.name});
       located_[host] = true;
       co_return true;
@@ -301,6 +304,7 @@ asio::awaitable<void> profile::run_host(std::size_t host) {
                                                 std::to_string(m.index);
     o.as = home_.as;
     o.lifeline = home_.lifeline;
+    o.max_setups_per_source = home_.max_setups_per_source;
     if (settings_.health.probe) {
       o.probe = tcp::endpoint(settings_.health.probe->address, *settings_.health.probe->port);
       o.probe_must_open = true;

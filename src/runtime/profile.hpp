@@ -44,10 +44,11 @@ struct member {
 
 // Where a profile's ssh lives.
 struct ssh_home {
-  std::string control_path;           // the stem of its tunnels' control sockets
-  std::string known_hosts;            // its pinned host keys, written when it has some
-  std::optional<tunnel::account> as;  // the account every ssh of it runs as; none: ours
-  int lifeline = -1;                  // every ssh of it inherits this descriptor
+  std::string control_path;                      // the stem of its tunnels' control sockets
+  std::string known_hosts;                       // its pinned host keys, written when it has some
+  std::optional<tunnel::account> as;             // the account every ssh of it runs as; none: ours
+  int lifeline = -1;                             // every ssh of it inherits this descriptor
+  std::size_t max_setups_per_source = SIZE_MAX;  // tunnel::options', set in gateway mode
 };
 
 class profile {
@@ -129,6 +130,9 @@ class profile {
   boost::asio::awaitable<void> read_nameserver(std::shared_ptr<tunnel::tunnel> t);
   boost::asio::awaitable<void> run_host(std::size_t host);
   boost::asio::awaitable<bool> find_host(std::size_t host);
+  // Where hosts[host]'s ssh connects (tunnel::server_endpoints, as this profile's ssh).
+  boost::asio::awaitable<std::vector<boost::asio::ip::tcp::endpoint>> servers(
+      std::size_t host) const;
   void on_tunnel(std::size_t member, tunnel::state s, const std::string& why);
   void notify(event e);
   void make_dns();

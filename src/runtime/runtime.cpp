@@ -129,10 +129,9 @@ struct runtime::impl {
     if (stopping) changed.try_send(error_code{});
   }
 
-  // An address a profile's nameserver answered routes through that profile for its TTL,
-  // in the dispatcher and in the kernel's timeout set alike.
-  // At most dns.learn_limit addresses per profile (the oldest goes), for at most
-  // dns.learn_ttl_max.
+  // An address a profile's nameserver answered routes through that profile for its TTL (at
+  // most dns.learn_ttl_max), in the dispatcher and in the kernel's timeout set alike; past
+  // dns.learn_limit the profile's oldest goes from both in the same step.
   void learn(profile& p, const net::address& a, std::uint32_t ttl) {
     const auto& rules = p.settings().dns;
     if (!rules.learn_routes || ttl == 0) return;
@@ -213,8 +212,10 @@ struct runtime::impl {
     if (!t) t = std::make_shared<counters>();
     return std::make_shared<profile>(
         ex, pc,
-        ssh_home{dir.socket(socket_name), dir.file(socket_name + ".known_hosts"), ssh_as,
-                 nl.lifeline()},
+        ssh_home{
+            dir.socket(socket_name), dir.file(socket_name + ".known_hosts"), ssh_as, nl.lifeline(),
+            // One LAN host may hold at most a quarter of a tunnel's flows being opened.
+            cfg.mode == config::run_mode::gateway ? tunnel::options{}.max_flows / 4 : SIZE_MAX},
         [this](profile& p, profile::event e) { on_event(p, e); }, t);
   }
 

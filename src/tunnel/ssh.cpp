@@ -154,8 +154,9 @@ asio::awaitable<ssh_facts> query(const std::vector<std::string>& ssh_args,
 
 asio::awaitable<std::vector<tcp::endpoint>> server_endpoints(
     const std::vector<std::string>& ssh_args, const std::string& destination,
-    std::optional<account> as, bool pinned) {
+    std::optional<account> as, bool pinned, std::string* checking) {
   auto facts = co_await query(ssh_args, destination, as);
+  if (checking) *checking = facts.host_key_checking;
   if (!pinned && facts.host_key_checking == "false")
     throw unchecked_host_keys(
         "ssh's settings for " + destination +

@@ -53,11 +53,11 @@ boost::asio::awaitable<ssh_facts> query(const std::vector<std::string>& ssh_args
 // The addresses and ports ssh connects to for this destination: the first ProxyJump hop
 // if there is one, else the host itself, resolved. Unless the profile pins its keys
 // (`pinned`: tprosshy then turns strict checking on itself), ssh's settings for the
-// destination must check its host key, else unchecked_host_keys. Throws std::runtime_error
-// on failure.
+// destination must check its host key, else unchecked_host_keys. `checking`, when given,
+// gets that setting as `ssh -G` said it. Throws std::runtime_error on failure.
 boost::asio::awaitable<std::vector<tcp::endpoint>> server_endpoints(
     const std::vector<std::string>& ssh_args, const std::string& destination,
-    std::optional<account> as = std::nullopt, bool pinned = false);
+    std::optional<account> as = std::nullopt, bool pinned = false, std::string* checking = nullptr);
 
 // The host keys a server offers, as "type base64" lines (ssh-keyscan). Throws
 // std::runtime_error when it answers none.

@@ -518,10 +518,10 @@ asio::awaitable<flow_result> tunnel::carry(net::unique_fd client, tcp::endpoint 
   const int one = 1;
   ::setsockopt(client.get(), IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
   const auto from = source_of(client.get());
-  if (self->opening[from] >= self->opt.max_setups_per_source) {
+  if (const auto most = self->opt.max_setups_per_source; self->opening[from] >= most) {
     reset_now(client.get());
     r.reset = true;
-    r.why = "its source has " + std::to_string(self->opt.max_setups_per_source) +
+    r.why = "its source has " + std::to_string(most) +
             " flows being opened on this tunnel, the most one source may";
     co_return r;
   }

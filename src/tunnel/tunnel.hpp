@@ -47,10 +47,10 @@ struct options {
   std::size_t max_setups = 48;
   // Open flows: OpenSSH allows 16384 channels, and each flow takes two.
   std::size_t max_flows = 8000;
-  // Flows of one source (an IPv4 address, an IPv6 /64) whose channel is still being opened:
-  // a LAN host dialling thousands of addresses that never answer cannot fill the tunnel
-  // for every other host.
-  std::size_t max_setups_per_source = 2000;
+  // Flows of one source (an IPv4 address, an IPv6 /64) being opened at once. A gateway sets
+  // a quarter of max_flows, so that a LAN host dialling thousands of addresses that never
+  // answer cannot fill the tunnel for the others; a laptop's flows all share one source.
+  std::size_t max_setups_per_source = SIZE_MAX;
   // Active probes: a channel through this master to `probe`, every `probe_interval`
   // (start to start). Without `probe_must_open` any answer counts (opened or refused);
   // silence for `probe_timeout` is a failure, checked again by a probe `probe_timeout` after

@@ -260,6 +260,33 @@ class OwnSsh(LabTestCase):
             self.assertEqual(t.wait(15), 0, log_path.read_text())
             self.assertNotIn(f"inet {table}", lab.nft_tables())
 
+    def test_a_users_tprosshy_killed_outright_resets_its_flows(self):
+        """SIGKILL to a user's tprosshy alone (its ssh dies with it): the system helper keeps
+        the user's table until that ssh is gone, so its reset reaches the open flow. 5 rounds."""
+        lab, u = self.lab, self.owner
+        cfg = u.write(".tprosshy.yaml", self.config())
+        for i in range(5):
+            log_path = lab.state / f"killed-{i}.log"
+            with open(log_path, "ab") as log:
+                t = self.run_as(u, [self.bin, "-c", cfg], log, SSH_AUTH_SOCK=self.agent_sock)
+            self.addCleanup(lambda t=t: t.poll() is None and os.killpg(t.pid, signal.SIGKILL))
+            self.wait_ready(t, log_path)
+            go = u.home / f"go-{i}"
+            hold = lab.popen("client", u.argv(["python3", self.shared / "echo_hold.py",
+                                                lab["T1_IP4"], lab["ECHO_PORT"], go]),
+                             stdout=subprocess.PIPE, text=True)
+            self.assertEqual(hold.stdout.readline().strip(), "open", f"round {i}")
+            t.send_signal(signal.SIGKILL)
+            t.wait(10)
+            wait_until(lambda: not [p for p, _ in lab.procs("client", "ssh") if uid_of(p) == u.uid],
+                       5, what=f"round {i}: the user's ssh gone")
+            go.touch()
+            out, _ = hold.communicate(timeout=60)
+            self.assertRegex(out.strip(), r"^(ConnectionResetError|BrokenPipeError)",
+                             f"round {i}: the flow was not reset:\n{log_path.read_text()}")
+            wait_until(lambda: f"inet tprosshy_u{u.uid}" not in lab.nft_tables(), 3,
+                       what=f"round {i}: the user's table gone")
+
     def test_two_users_at_once_each_with_their_own_table(self):
         lab, a = self.lab, self.owner
         if not getattr(type(self), "second", None):
