@@ -34,6 +34,7 @@
 #include "control/server.hpp"
 #include "helper/client.hpp"
 #include "helper/server.hpp"
+#include "nft/netlink.hpp"
 #include "runtime/dns.hpp"
 #include "runtime/plan.hpp"
 #include "runtime/runtime.hpp"
@@ -49,7 +50,7 @@ namespace {
 
 // sysexits.h
 constexpr int ex_ok = 0, ex_usage = 64, ex_noinput = 66, ex_unavailable = 69, ex_software = 70,
-              ex_oserr = 71, ex_noperm = 77, ex_config = 78;
+              ex_oserr = 71, ex_tempfail = 75, ex_noperm = 77, ex_config = 78;
 
 constexpr const char* usage_text =
     "usage: tprosshy [-c FILE] [-v]           run until SIGINT or SIGTERM (SIGHUP reloads)\n"
@@ -61,6 +62,8 @@ constexpr const char* usage_text =
     "       tprosshy keyscan [-c FILE] [PROFILE...]\n"
     "                                         print each profile's servers' host keys, for\n"
     "                                         its host_keys\n"
+    "       tprosshy unlock                   remove the lockdown table a crashed tprosshy\n"
+    "                                         left (root)\n"
     "       tprosshy helper [--socket PATH [--group NAME] | --stdio | --sudoers]\n"
     "                                         the privileged helper (root): installs rulesets\n"
     "                                         for its callers; --sudoers prints the line that\n"
@@ -71,7 +74,7 @@ constexpr const char* usage_text =
     "                      the running tprosshy by its control.socket\n"
     "  -v, --verbose       more log (repeat for trace)\n";
 
-enum class verb { run, check, reload, status, keyscan, helper };
+enum class verb { run, check, reload, status, keyscan, helper, unlock };
 
 struct cli {
   verb what = verb::run;
@@ -104,6 +107,8 @@ std::optional<cli> parse_cli(int argc, char** argv, int& exit_code) {
                                : verb::keyscan;
     } else if (i == 0 && a == "helper") {
       c.what = verb::helper;
+    } else if (i == 0 && a == "unlock") {
+      c.what = verb::unlock;
     } else if (c.what == verb::helper && a == "--group" && i + 1 < args.size()) {
       c.helper.group = args[++i];
     } else if (c.what == verb::helper && a == "--sudoers") {
@@ -424,6 +429,20 @@ asio::awaitable<int> serve(runtime::runtime& rt, asio::signal_set& signals,
     }
   }
   if (failed) co_return co_await stopped(failed);
+  // The kill switch stands before any ssh starts. The main table comes with it: its DNS
+  // redirect is how the lookups of tprosshy and of its ssh get through a lock left by a
+  // crash, and traffic of a profile not up yet is refused either way.
+  if (rt.config().lockdown) {
+    try {
+      rt.install();
+      spdlog::info("lockdown: table inet {} refuses the routed destinations until a clean stop",
+                   nft::lock_table);
+    } catch (const std::system_error& e) {
+      spdlog::error("cannot install the nftables ruleset: {}", e.what());
+      failed = e.code().value() == EPERM ? ex_noperm : ex_oserr;
+    }
+  }
+  if (failed) co_return co_await stopped(failed);
   rt.start();
   notify.status("starting: connecting to the ssh servers");
 
@@ -529,6 +548,57 @@ std::optional<helper::client> reach_helper(const config::config& cfg, std::strin
   return std::nullopt;
 }
 
+// What one of the lock's sets held, in words.
+std::string lock_set_text(const std::string& set, std::size_t n) {
+  auto count = [n](const char* one, const char* many) {
+    return std::to_string(n) + " " + (n == 1 ? one : many);
+  };
+  const auto family = set.find('6') != std::string::npos ? "IPv6" : "IPv4";
+  if (set.starts_with("route"))
+    return set.substr(7) + ": " + count("routed range", "routed ranges") + " (" + family + ")";
+  if (set.starts_with("learn"))
+    return set.substr(7) + ": " + count("learned address", "learned addresses") + " (" + family +
+           ")";
+  if (set.starts_with("resolvers"))
+    return std::string("DNS to ") + count("resolver", "resolvers") + " (" + family + ")";
+  if (set.starts_with("exclude"))
+    return count("excluded range", "excluded ranges") + " let through (" + family + ")";
+  return set + ": " + count("element", "elements");
+}
+
+// `tprosshy unlock`: the kill switch a crashed tprosshy left, removed, saying what it held.
+int unlock() {
+  if (::geteuid() != 0) {
+    std::cerr << "tprosshy unlock: must run as root (it removes table inet " << nft::lock_table
+              << ")\n";
+    return ex_noperm;
+  }
+  try {
+    nft::netlink nl;
+    const auto main = nl.describe("tprosshy");
+    if (main.exists && main.owned) {
+      std::cerr << "tprosshy unlock: a tprosshy is running (its helper, netlink port " << main.owner
+                << ", holds table inet tprosshy) and keeps the lock: stop it "
+                << "(SIGTERM removes both tables) or reload it with lockdown: false\n";
+      return ex_tempfail;
+    }
+    const auto lock = nl.describe(nft::lock_table);
+    if (!lock.exists) {
+      std::cout << "no table inet " << nft::lock_table << ": nothing to remove\n";
+      return ex_ok;
+    }
+    nl.drop(nft::lock_table);
+    std::cout << "removed table inet " << nft::lock_table
+              << "; routed traffic goes direct again. It refused:\n";
+    for (const auto& [set, n] : lock.sets) std::cout << "  " << lock_set_text(set, n) << "\n";
+    if (lock.sets.empty()) std::cout << "  nothing (it held no sets)\n";
+    return ex_ok;
+  } catch (const std::system_error& e) {
+    std::cerr << "tprosshy unlock: " << e.what() << "\n";
+    return e.code().value() == EPERM ? ex_noperm : ex_oserr;
+  }
+}
+
 int run(const cli& c) {
   // `sudo tprosshy -c FILE` with FILE the user's: the root half is the helper, the rest
   // becomes the user before it reads any file, so the config never acts as root.
@@ -561,6 +631,12 @@ int run(const cli& c) {
     std::cerr << "tprosshy: " << cfg.file.string()
               << ": mode: gateway routes other hosts' traffic and needs a root tprosshy (run it "
                  "as root, e.g. the tprosshy service)\n";
+    return ex_noperm;
+  } else if (cfg.lockdown) {
+    std::cerr << "tprosshy: " << cfg.lockdown_at.to_string()
+              << ": lockdown: its table outlives every process, so only a root tprosshy keeps "
+                 "one (its own helper installs it); run tprosshy as root, e.g. the tprosshy "
+                 "service, or set lockdown: false\n";
     return ex_noperm;
   }
   if (!cfg.ssh_user.empty()) {
@@ -650,8 +726,8 @@ int main(int argc, char** argv) {
   if (!c) return code;
   try {
     // Under sudo, a user's file is read as that user (a run splits off its helper first).
-    if (auto u = sudo_user();
-        u && c->what != verb::run && c->what != verb::helper && owned_by(c->config, *u))
+    if (auto u = sudo_user(); u && c->what != verb::run && c->what != verb::helper &&
+                              c->what != verb::unlock && owned_by(c->config, *u))
       become(*u);
     switch (c->what) {
       case verb::check:
@@ -667,6 +743,8 @@ int main(int argc, char** argv) {
           return ex_ok;
         }
         return helper::serve(c->helper);
+      case verb::unlock:
+        return unlock();
       case verb::run:
         break;
     }

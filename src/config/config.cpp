@@ -475,6 +475,10 @@ struct builder {
       c.ssh_user = n->text;
       c.ssh_user_at = n->at;
     }
+    if (const node* n = child(&root, "lockdown")) {
+      c.lockdown = n->boolean;
+      c.lockdown_at = n->at;
+    }
     if (const node* n = child(child(&root, "metrics"), "listen")) {
       auto e = n->type == kind::integer ? parse_endpoint("127.0.0.1:" + n->text)
                                         : parse_endpoint(n->text);

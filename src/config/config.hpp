@@ -115,8 +115,12 @@ struct config {
   std::string helper_socket = "/run/tprosshy-helper.sock";  // a user's way to its ruleset
   std::string ssh_user;                                     // empty: ssh runs as we do
   location ssh_user_at;                                     // where ssh_user was set
-  std::optional<endpoint> metrics_listen;                   // none: no /metrics
-  std::vector<net::prefix> exclude;                         // global: never redirected
+  // A kill switch (table inet tprosshy_lock) that refuses the routed destinations whenever
+  // tprosshy is not carrying them, even after it died; root daemons only.
+  bool lockdown = false;
+  location lockdown_at;                    // where lockdown was set
+  std::optional<endpoint> metrics_listen;  // none: no /metrics
+  std::vector<net::prefix> exclude;        // global: never redirected
   std::string log_level = "info";
   std::vector<profile> profiles;  // in the order they were declared
 };

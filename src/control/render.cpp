@@ -311,6 +311,9 @@ std::string render_text(const status& s, std::int64_t now) {
        std::to_string(s.dns_cache_hits) +
            " cache hits; local names: " + counts(s.dns_local_queries));
   line(o, "", "dns capture", capture(s.dns_capture));
+  line(o, "", "lockdown",
+       s.lockdown ? "on: table inet tprosshy_lock refuses the routed destinations if tprosshy dies"
+                  : "off");
   if (s.profiles.empty()) o += "\nno profiles\n";
   for (auto& p : s.profiles) {
     o += "\nprofile " + printable(p.name) + ": " + printable(p.state) + "\n";
@@ -361,6 +364,8 @@ std::string render_json(const status& s) {
   j.time("last_reload_success", s.last_reload_success);
   j.num("dns_cache_hits", s.dns_cache_hits);
   j.counts("dns_local_queries", s.dns_local_queries);
+  j.key("lockdown");
+  j.o += s.lockdown ? "true" : "false";
   j.key("dns_capture");
   j.open('{');
   j.key("installed");
@@ -474,6 +479,9 @@ std::string render_prometheus(const status& s) {
   p.family("tprosshy_dns_capture_installed", "gauge",
            "1 while the ruleset redirects DNS to tprosshy's DNS port, else 0.");
   p.sample("tprosshy_dns_capture_installed", {}, std::uint64_t{s.dns_capture.installed});
+  p.family("tprosshy_lockdown", "gauge",
+           "1 while the lock table (lockdown) stands with the ruleset, else 0.");
+  p.sample("tprosshy_lockdown", {}, std::uint64_t{s.lockdown});
   p.family("tprosshy_learned_routes", "gauge",
            "Addresses routed through the profile now because of DNS answers.");
   for (auto& x : s.profiles)

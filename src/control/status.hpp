@@ -69,6 +69,7 @@ struct status {
   std::uint64_t dns_cache_hits = 0;
   std::map<std::string, std::uint64_t> dns_local_queries;  // names no profile takes, by rcode
   dns_capture_status dns_capture;
+  bool lockdown = false;                 // table inet tprosshy_lock is installed with the ruleset
   std::vector<profile_status> profiles;  // in config order; draining last
 };
 

@@ -29,6 +29,12 @@ nft::ruleset confine(nft::ruleset r, const caller& c, const port_check& owns) {
   r.table = table_for(c);
   r.mark = mark_for(c);
   if (c.uid == 0) return r;
+  // The lock outlives every process, so only root may put it there, and a user's install
+  // leaves root's alone.
+  if (r.lock == nft::lock_mode::on)
+    refuse("lockdown: the lock table outlives any process and needs a root daemon (uid " +
+           std::to_string(c.uid) + ")");
+  r.lock = nft::lock_mode::leave;
   if (!r.interfaces.empty())
     refuse("interfaces: gateway mode needs a root daemon (uid " + std::to_string(c.uid) + ")");
   if (!r.output) refuse("output: a user's table redirects this machine's own traffic only");

@@ -98,6 +98,7 @@ void write_ruleset(writer& w, const nft::ruleset& r) {
   }
   w.u8(r.skuid.has_value());
   w.u32(r.skuid.value_or(0));
+  w.u8(static_cast<uint8_t>(r.lock));
 }
 
 // Reads one frame body; every error names the message and the field.
@@ -291,6 +292,10 @@ nft::ruleset read_ruleset(reader& in) {
   bool has_uid = in.flag("skuid");
   auto uid = in.u32("skuid");
   if (has_uid) r.skuid = uid;
+  const auto lock = in.u8("lock");
+  if (lock > static_cast<uint8_t>(nft::lock_mode::off))
+    in.fail("lock", std::to_string(lock) + " is not 0 (leave), 1 (on) or 2 (off)");
+  r.lock = static_cast<nft::lock_mode>(lock);
   bool redirects = std::any_of(r.profiles.begin(), r.profiles.end(), [](const auto& p) {
     return p.learned || !p.v4.empty() || !p.v6.empty();
   });

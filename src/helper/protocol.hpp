@@ -33,7 +33,7 @@ inline constexpr std::size_t name = 32;                   // profile and table n
 inline constexpr uint32_t ttl = 24 * 60 * 60;             // seconds a learned address may live
 }  // namespace limits
 
-inline constexpr uint32_t version = 2;  // 2: refuse_other, learn forget, lifeline
+inline constexpr uint32_t version = 3;  // 2: refuse_other, learn forget, lifeline; 3: lock
 
 enum class type : uint8_t {
   hello = 1,

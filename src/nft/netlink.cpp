@@ -292,6 +292,7 @@ struct netlink::impl {
   uint32_t seq = static_cast<uint32_t>(time(nullptr));
   std::string table;  // installed table's name; empty when none
   std::vector<std::string> learned_profiles;
+  bool locked = false;  // the lock table is this ruleset's
 
   // Sends the messages and waits for every ACK. The kernel handles a batch inside
   // sendmsg(), so the answers are queued by the time sendto() returns; the poll timeout
@@ -319,6 +320,53 @@ struct netlink::impl {
     }
     if (st.error) fail(st.error, what.at(st.error_seq));
     if (st.acked < what.size()) fail(ETIMEDOUT, "the kernel did not answer every message");
+  }
+
+  // A table's sets, chains and rules; set ids are unique across the batch.
+  void add_objects(batch& b, const plan::table& t, uint32_t& next_id) {
+    std::map<std::string, uint32_t> set_ids;
+    for (const auto& s : t.sets) {
+      set_ids[s.name] = next_id;
+      add_set(b, t.name, s, next_id++);
+    }
+    for (const auto& c : t.chains) add_chain(b, t.name, c);
+    for (const auto& c : t.chains)
+      for (size_t n = 0; n < c.rules.size(); ++n) add_rule(b, t.name, c, c.rules[n], set_ids, n);
+  }
+
+  // Create-if-missing then delete makes the delete safe whether or not the table exists.
+  void drop_table(batch& b, const std::string& name, const std::string& what) {
+    add_table(b, name, false, NFT_MSG_NEWTABLE, NLM_F_CREATE,
+              "taking " + table_desc(name) + " (another process owns it?)");
+    add_table(b, name, false, NFT_MSG_DELTABLE, 0, what);
+  }
+
+  // Sends a dump request and hands each answer to `each` until the kernel says done.
+  template <class F>
+  void dump(nlmsghdr* req, F&& each) {
+    if (mnl_socket_sendto(sock.get(), req, req->nlmsg_len) < 0) fail(errno, "sending a query");
+    std::vector<char> rx(MNL_SOCKET_BUFFER_SIZE);
+    struct ctx {
+      F* each;
+    } c{&each};
+    auto cb = [](const nlmsghdr* h, void* data) -> int {
+      (*static_cast<ctx*>(data)->each)(h);
+      return MNL_CB_OK;
+    };
+    for (;;) {
+      pollfd p{mnl_socket_get_fd(sock.get()), POLLIN, 0};
+      int n = ::poll(&p, 1, 2000);
+      if (n < 0 && errno == EINTR) continue;
+      if (n <= 0) fail(ETIMEDOUT, "the kernel did not answer a query");
+      auto got = mnl_socket_recvfrom(sock.get(), rx.data(), rx.size());
+      if (got < 0) fail(errno, "reading the kernel's answer");
+      int rc = mnl_cb_run(rx.data(), got, req->nlmsg_seq, portid, cb, &c);
+      if (rc == MNL_CB_STOP) return;
+      if (rc < 0) {
+        if (errno == ENOENT) return;  // no such table: nothing to list
+        fail(errno, "reading the kernel's answer");
+      }
+    }
   }
 
   void add_table(batch& b, const std::string& name, bool owner, uint16_t type, uint16_t flags,
@@ -505,27 +553,27 @@ void netlink::install(const ruleset& r) {
   auto t = plan::make(r);
   auto& i = *impl_;
   batch b(i.seq);
-  // Create-if-missing then delete makes the delete safe whether or not the table exists;
-  // the new table then replaces it within the same transaction.
-  i.add_table(b, t.name, false, NFT_MSG_NEWTABLE, NLM_F_CREATE,
-              "taking " + table_desc(t.name) + " (another process owns it?)");
-  i.add_table(b, t.name, false, NFT_MSG_DELTABLE, 0, "deleting the old " + table_desc(t.name));
+  // The new table replaces the old within the same transaction.
+  i.drop_table(b, t.name, "deleting the old " + table_desc(t.name));
   i.add_table(b, t.name, true, NFT_MSG_NEWTABLE, NLM_F_CREATE | NLM_F_EXCL,
               "creating " + table_desc(t.name));
   if (!i.table.empty() && i.table != t.name)  // renamed: the old table goes in the same batch
     i.add_table(b, i.table, false, NFT_MSG_DELTABLE, 0, "deleting " + table_desc(i.table));
-  std::map<std::string, uint32_t> set_ids;
-  for (const auto& s : t.sets) {
-    uint32_t id = static_cast<uint32_t>(set_ids.size() + 1);
-    set_ids[s.name] = id;
-    i.add_set(b, t.name, s, id);
+  uint32_t next_id = 1;
+  i.add_objects(b, t, next_id);
+  // The lock goes in the same transaction: there is never a moment with one table and not
+  // the other, nor one where a lock left by a crash is gone before its successor stands.
+  if (r.lock != lock_mode::leave)
+    i.drop_table(b, lock_table, "deleting the old " + table_desc(lock_table));
+  if (r.lock == lock_mode::on) {
+    i.add_table(b, lock_table, false, NFT_MSG_NEWTABLE, NLM_F_CREATE | NLM_F_EXCL,
+                "creating " + table_desc(lock_table));
+    i.add_objects(b, plan::make_lock(r), next_id);
   }
-  for (const auto& c : t.chains) i.add_chain(b, t.name, c);
-  for (const auto& c : t.chains)
-    for (size_t n = 0; n < c.rules.size(); ++n) i.add_rule(b, t.name, c, c.rules[n], set_ids, n);
   auto what = b.what();
   i.talk(b.finish(), what);
   i.table = t.name;
+  if (r.lock != lock_mode::leave) i.locked = r.lock == lock_mode::on;
   i.learned_profiles.clear();
   for (const auto& p : r.profiles)
     if (p.learned) i.learned_profiles.push_back(p.name);
@@ -538,21 +586,26 @@ void netlink::learn(const std::string& profile, const net::address& a, std::chro
                              i.learned_profiles.end())
     fail(ENOENT, "profile '" + profile + "' has no learned set installed");
   batch b(i.seq);
-  // One element message for `addr` in the profile's learned set of its family.
+  std::vector<std::string> tables{i.table};
+  if (i.locked) tables.emplace_back(lock_table);
+  // One element message for `addr` in the profile's learned sets of its family.
   auto element = [&](uint16_t type, const net::address& addr, std::optional<uint64_t> timeout_ms,
                      std::string what) {
     const auto fam = addr.is_v4() ? plan::family::v4 : plan::family::v6;
     plan::set s{plan::learned_set(profile, fam), fam, false, true, {}, {}};
-    auto p = i.make_set(i.table, s, 0);
-    nftnl_set_unset(p.get(), NFTNL_SET_ID);
-    const auto key = key_bytes(addr);
-    auto* e = check_alloc(nftnl_set_elem_alloc());
-    nftnl_set_elem_set(e, NFTNL_SET_ELEM_KEY, key.data(), key.size());
-    if (timeout_ms) nftnl_set_elem_set_u64(e, NFTNL_SET_ELEM_TIMEOUT, *timeout_ms);
-    nftnl_set_elem_add(p.get(), e);
-    auto* h = b.start(type, type == NFT_MSG_NEWSETELEM ? NLM_F_CREATE : 0, what + " set " + s.name);
-    nftnl_set_elems_nlmsg_build_payload(h, p.get());
-    b.done(h);
+    for (const auto& table : tables) {
+      auto p = i.make_set(table, s, 0);
+      nftnl_set_unset(p.get(), NFTNL_SET_ID);
+      const auto key = key_bytes(addr);
+      auto* e = check_alloc(nftnl_set_elem_alloc());
+      nftnl_set_elem_set(e, NFTNL_SET_ELEM_KEY, key.data(), key.size());
+      if (timeout_ms) nftnl_set_elem_set_u64(e, NFTNL_SET_ELEM_TIMEOUT, *timeout_ms);
+      nftnl_set_elem_add(p.get(), e);
+      auto* h = b.start(type, type == NFT_MSG_NEWSETELEM ? NLM_F_CREATE : 0,
+                        what + " set " + s.name + " of " + table_desc(table));
+      nftnl_set_elems_nlmsg_build_payload(h, p.get());
+      b.done(h);
+    }
   };
   const uint64_t ms = static_cast<uint64_t>(std::max<int64_t>(ttl.count(), 1)) * 1000;
   // Add (a no-op if present), delete, add with the new timeout: one transaction that
@@ -576,10 +629,79 @@ void netlink::remove() {
   if (i.table.empty()) return;
   batch b(i.seq);
   i.add_table(b, i.table, false, NFT_MSG_DELTABLE, 0, "deleting " + table_desc(i.table));
+  if (i.locked) i.drop_table(b, lock_table, "deleting " + table_desc(lock_table));
   auto what = b.what();
   i.talk(b.finish(), what);
   i.table.clear();
+  i.locked = false;
   i.learned_profiles.clear();
+}
+
+netlink::table_info netlink::describe(const std::string& name) {
+  auto& i = *impl_;
+  table_info out;
+  std::vector<char> buf(MNL_SOCKET_BUFFER_SIZE);
+  {
+    table_ptr t(check_alloc(nftnl_table_alloc()));
+    nftnl_table_set_str(t.get(), NFTNL_TABLE_NAME, name.c_str());
+    auto* h = nftnl_nlmsg_build_hdr(buf.data(), NFT_MSG_GETTABLE, NFPROTO_INET, NLM_F_ACK, i.seq++);
+    nftnl_table_nlmsg_build_payload(h, t.get());
+    i.dump(h, [&](const nlmsghdr* m) {
+      table_ptr got(check_alloc(nftnl_table_alloc()));
+      if (nftnl_table_nlmsg_parse(m, got.get()) < 0) return;
+      out.exists = true;
+      const uint32_t flags = nftnl_table_get_u32(got.get(), NFTNL_TABLE_FLAGS);
+      out.owned = flags & NFT_TABLE_F_OWNER;
+      if (nftnl_table_is_set(got.get(), NFTNL_TABLE_OWNER))
+        out.owner = nftnl_table_get_u32(got.get(), NFTNL_TABLE_OWNER);
+    });
+  }
+  if (!out.exists) return out;
+  std::vector<std::string> names;
+  {
+    set_ptr s(check_alloc(nftnl_set_alloc()));
+    nftnl_set_set_str(s.get(), NFTNL_SET_TABLE, name.c_str());
+    auto* h = nftnl_nlmsg_build_hdr(buf.data(), NFT_MSG_GETSET, NFPROTO_INET, NLM_F_DUMP, i.seq++);
+    nftnl_set_nlmsg_build_payload(h, s.get());
+    i.dump(h, [&](const nlmsghdr* m) {
+      set_ptr got(check_alloc(nftnl_set_alloc()));
+      if (nftnl_set_nlmsg_parse(m, got.get()) < 0) return;
+      names.emplace_back(nftnl_set_get_str(got.get(), NFTNL_SET_NAME));
+    });
+  }
+  for (const auto& set : names) {
+    set_ptr s(check_alloc(nftnl_set_alloc()));
+    nftnl_set_set_str(s.get(), NFTNL_SET_TABLE, name.c_str());
+    nftnl_set_set_str(s.get(), NFTNL_SET_NAME, set.c_str());
+    auto* h =
+        nftnl_nlmsg_build_hdr(buf.data(), NFT_MSG_GETSETELEM, NFPROTO_INET, NLM_F_DUMP, i.seq++);
+    nftnl_set_elems_nlmsg_build_payload(h, s.get());
+    std::size_t count = 0;
+    i.dump(h, [&](const nlmsghdr* m) {
+      set_ptr got(check_alloc(nftnl_set_alloc()));
+      if (nftnl_set_elems_nlmsg_parse(m, got.get()) < 0) return;
+      nftnl_set_elem_foreach(
+          got.get(),
+          [](nftnl_set_elem* e, void* n) {
+            // An interval's end marker is not an element of its own.
+            if (!nftnl_set_elem_is_set(e, NFTNL_SET_ELEM_FLAGS) ||
+                !(nftnl_set_elem_get_u32(e, NFTNL_SET_ELEM_FLAGS) & NFT_SET_ELEM_INTERVAL_END))
+              ++*static_cast<std::size_t*>(n);
+            return 0;
+          },
+          &count);
+    });
+    out.sets.push_back({set, count});
+  }
+  return out;
+}
+
+void netlink::drop(const std::string& name) {
+  auto& i = *impl_;
+  batch b(i.seq);
+  i.drop_table(b, name, "deleting " + table_desc(name));
+  auto what = b.what();
+  i.talk(b.finish(), what);
 }
 
 }  // namespace tprosshy::nft

@@ -5,6 +5,8 @@
 #include <chrono>
 #include <memory>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "nft/ruleset.hpp"
 
@@ -25,8 +27,19 @@ class netlink {
   // With `forget`, that address leaves the profile's learned set in the same batch.
   void learn(const std::string& profile, const net::address& a, std::chrono::seconds ttl,
              std::optional<net::address> forget = std::nullopt);
-  // Deletes the table if this object installed one.
+  // Deletes the table if this object installed one, and the lock table it installed with it.
   void remove();
+
+  // What a table of the inet family holds, for `tprosshy unlock` to say what it removes.
+  struct table_info {
+    bool exists = false;
+    bool owned = false;  // the owner flag: a live process holds it
+    uint32_t owner = 0;  // that process's netlink port id (its pid, for its first socket)
+    std::vector<std::pair<std::string, std::size_t>> sets;  // name, elements
+  };
+  table_info describe(const std::string& table);
+  // Deletes a table this object did not install, if it is there (a crashed run's lock).
+  void drop(const std::string& table);
 
  private:
   struct impl;

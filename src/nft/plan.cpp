@@ -37,28 +37,17 @@ std::vector<match> confined(const ruleset& r, std::vector<match> ms) {
   return ms;
 }
 
-// What is not TCP, to a routed or learned destination of a profile that refuses it, is
-// refused at once rather than sent in the clear: UDP as a closed port answers (so QUIC
-// falls back to TCP now), the rest administratively prohibited. Never what keeps the
-// machine on its network, even with 0.0.0.0/0 routed: this machine's own, broadcast,
-// multicast and link-local addresses, ND and router messages, DHCP, DNS when tprosshy does
-// not capture it (captured, it is redirected and local by now), the ssh servers, excludes,
-// and tprosshy's own sockets. Uses the sets `t` already has.
-std::optional<chain> refusals(const ruleset& r, const table& t) {
-  const bool any = std::any_of(r.profiles.begin(), r.profiles.end(), [](auto& p) {
-    return p.refuse_other && (p.learned || !p.v4.empty() || !p.v6.empty());
-  });
-  if (!any) return std::nullopt;
-  chain c{refuse_chain, hook::none, 0, {}, true, {}};
-  c.note = "Reached from the filter hooks below: what tprosshy cannot carry is refused.";
-  auto has_set = [&](const std::string& name) {
-    return std::any_of(t.sets.begin(), t.sets.end(), [&](auto& s) { return s.name == name; });
-  };
+bool has_set(const table& t, const std::string& name) {
+  return std::any_of(t.sets.begin(), t.sets.end(), [&](auto& s) { return s.name == name; });
+}
+
+// What keeps the machine on its network, never refused even with 0.0.0.0/0 routed: this
+// machine's own, broadcast, multicast and link-local addresses, ND and router messages, DHCP,
+// DNS when tprosshy does not capture it, the ssh servers (every protocol) and excludes.
+void keep_on_network(chain& c, const ruleset& r, const table& t) {
   auto keep = [&](std::vector<match> ms, std::string why) {
     c.rules.push_back({std::move(ms), ret{}, std::move(why)});
   };
-  if (r.mark != 0) keep({mark{r.mark}}, "tprosshy's own sockets");
-  keep({l4proto{IPPROTO_TCP}}, "tcp: redirected by the nat hooks");
   keep({fib_type{RTN_LOCAL}}, "local destinations");
   keep({fib_type{RTN_BROADCAST}}, "broadcast");
   keep({fib_type{RTN_MULTICAST}}, "multicast");
@@ -75,18 +64,38 @@ std::optional<chain> refusals(const ruleset& r, const table& t) {
     keep({daddr{e.address}}, e.profile + " ssh server");
   }
   for (auto f : {family::v4, family::v6})
-    if (auto name = f == family::v4 ? "exclude4" : "exclude6"; has_set(name))
+    if (auto name = f == family::v4 ? "exclude4" : "exclude6"; has_set(t, name))
       keep({daddr_in{f, name}}, "exclude");
+}
+
+// Refusals of what is not TCP to a profile's set `name`: UDP as a closed port answers (so
+// QUIC falls back to TCP now), the rest administratively prohibited.
+void refuse_other(chain& c, const ruleset& r, const std::string& profile, family f,
+                  const std::string& name) {
+  c.rules.push_back({confined(r, {daddr_in{f, name}, l4proto{IPPROTO_UDP}}),
+                     reject{false, false, f}, profile + ": udp refused"});
+  c.rules.push_back(
+      {confined(r, {daddr_in{f, name}}), reject{false, true}, profile + ": not tcp, refused"});
+}
+
+// What is not TCP, to a routed or learned destination of a profile that refuses it, is
+// refused at once rather than sent in the clear; DNS captured is redirected and local by
+// now. Uses the sets `t` already has.
+std::optional<chain> refusals(const ruleset& r, const table& t) {
+  const bool any = std::any_of(r.profiles.begin(), r.profiles.end(), [](auto& p) {
+    return p.refuse_other && (p.learned || !p.v4.empty() || !p.v6.empty());
+  });
+  if (!any) return std::nullopt;
+  chain c{refuse_chain, hook::none, 0, {}, true, {}};
+  c.note = "Reached from the filter hooks below: what tprosshy cannot carry is refused.";
+  if (r.mark != 0) c.rules.push_back({{mark{r.mark}}, ret{}, "tprosshy's own sockets"});
+  c.rules.push_back({{l4proto{IPPROTO_TCP}}, ret{}, "tcp: redirected by the nat hooks"});
+  keep_on_network(c, r, t);
   for (const auto& p : r.profiles) {
     if (!p.refuse_other) continue;
     for (auto f : {family::v4, family::v6})
-      for (const auto& name : {routed_set(p.name, f), learned_set(p.name, f)}) {
-        if (!has_set(name)) continue;
-        c.rules.push_back({confined(r, {daddr_in{f, name}, l4proto{IPPROTO_UDP}}),
-                           reject{false, false, f}, p.name + ": udp refused"});
-        c.rules.push_back(
-            {confined(r, {daddr_in{f, name}}), reject{false, true}, p.name + ": not tcp, refused"});
-      }
+      for (const auto& name : {routed_set(p.name, f), learned_set(p.name, f)})
+        if (has_set(t, name)) refuse_other(c, r, p.name, f, name);
   }
   return c;
 }
@@ -260,6 +269,68 @@ table make(const ruleset& r) {
                           "dns: not redirected"});
     }
     t.chains.push_back(std::move(in));
+  }
+  clip_comments(t);
+  return t;
+}
+
+table make_lock(const ruleset& r) {
+  // The main table's sets, so both tables hold the same destinations.
+  table t{lock_table, make(r).sets, {}};
+  chain c{"lock", hook::none, 0, {}, true, {}};
+  c.note =
+      "The kill switch: what the main table does not redirect to tprosshy is refused "
+      "here, with or without a tprosshy running.";
+  c.rules.push_back({{ct_dnat{}}, ret{}, "redirected by tprosshy's table"});
+  if (r.mark != 0) c.rules.push_back({{mark{r.mark}}, ret{}, "tprosshy's own sockets"});
+  // Before the local return: the resolver is often this machine's own (127.0.0.53).
+  if (r.capture_dns) {
+    for (auto f : {family::v4, family::v6}) {
+      std::vector<match> to;
+      if (!r.capture_all_dns) {
+        const auto name = f == family::v4 ? "resolvers4" : "resolvers6";
+        if (!has_set(t, name)) continue;
+        to.push_back(daddr_in{f, name});
+      } else if (f == family::v6) {
+        continue;  // one pair of rules for both families
+      }
+      auto udp = to, tcp = to;
+      udp.insert(udp.end(), {l4proto{IPPROTO_UDP}, dport{53}});
+      tcp.insert(tcp.end(), {l4proto{IPPROTO_TCP}, dport{53}});
+      c.rules.push_back({std::move(udp),
+                         reject{false, false, to.empty() ? std::nullopt : std::optional(f)},
+                         "dns: refused"});
+      c.rules.push_back({std::move(tcp), reject{true}, "dns: refused"});
+    }
+  }
+  keep_on_network(c, r, t);
+  for (const auto& p : r.profiles)
+    for (auto f : {family::v4, family::v6})
+      for (const auto& name : {routed_set(p.name, f), learned_set(p.name, f)}) {
+        if (!has_set(t, name)) continue;
+        c.rules.push_back(
+            {{daddr_in{f, name}, l4proto{IPPROTO_TCP}}, reject{true}, p.name + ": tcp refused"});
+        if (p.refuse_other) refuse_other(c, r, p.name, f, name);
+      }
+  t.chains.push_back(std::move(c));
+  if (r.output)
+    t.chains.push_back({"lock_output", hook::output, 0, {{{}, jump{"lock"}, {}}}, true, {}});
+  if (!r.interfaces.empty()) {
+    chain fwd{"lock_forward", hook::forward, 0, {}, true, {}};
+    for (const auto& i : r.interfaces) fwd.rules.push_back({{iifname{i}}, jump{"lock"}, {}});
+    t.chains.push_back(std::move(fwd));
+    // LAN hosts asking the gateway itself, which the main table answers with split DNS.
+    if (r.capture_dns && !r.capture_all_dns) {
+      chain in{"lock_input", hook::input, 0, {}, true, {}};
+      in.rules.push_back({{ct_dnat{}}, ret{}, "redirected by tprosshy's table"});
+      for (const auto& i : r.interfaces) {
+        in.rules.push_back(
+            {{iifname{i}, l4proto{IPPROTO_UDP}, dport{53}}, reject{}, "dns to this gateway"});
+        in.rules.push_back(
+            {{iifname{i}, l4proto{IPPROTO_TCP}, dport{53}}, reject{true}, "dns to this gateway"});
+      }
+      t.chains.push_back(std::move(in));
+    }
   }
   clip_comments(t);
   return t;

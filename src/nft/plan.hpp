@@ -101,6 +101,9 @@ struct table {
 };
 
 table make(const ruleset& r);
+// The lock table of lockdown (ruleset.hpp): the same sets, refused in filter hooks that
+// run after the main table's nat hooks, so only what it did not redirect meets them.
+table make_lock(const ruleset& r);
 
 // Set names by profile (profile names may start with a digit, nft names may not).
 std::string routed_set(const std::string& profile, family f);

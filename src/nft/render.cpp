@@ -149,14 +149,7 @@ void render_set(std::ostream& o, const plan::set& s) {
   o << "\t}\n\n";
 }
 
-}  // namespace
-
-std::string render(const ruleset& r) {
-  auto t = plan::make(r);
-  std::ostringstream o;
-  o << "# tprosshy ruleset. tprosshy installs it over netlink as one atomic batch, owned by\n"
-       "# its process (the kernel drops the table when tprosshy exits); `nft -f` on this text\n"
-       "# creates the same table, minus that ownership.\n";
+void render_table(std::ostream& o, const plan::table& t) {
   o << "table inet " << t.name << " {\n";
   for (const auto& s : t.sets) render_set(o, s);
   for (size_t i = 0; i < t.chains.size(); ++i) {
@@ -170,6 +163,22 @@ std::string render(const ruleset& r) {
     o << "\t}\n" << (i + 1 == t.chains.size() ? "" : "\n");
   }
   o << "}\n";
+}
+
+}  // namespace
+
+std::string render(const ruleset& r) {
+  std::ostringstream o;
+  o << "# tprosshy ruleset. tprosshy installs it over netlink as one atomic batch, owned by\n"
+       "# its process (the kernel drops the table when tprosshy exits); `nft -f` on this text\n"
+       "# creates the same table, minus that ownership.\n";
+  render_table(o, plan::make(r));
+  if (r.lock == lock_mode::on) {
+    o << "\n# lockdown: in the same batch, a table without the owner flag. It stays when\n"
+         "# tprosshy is gone (a crash, SIGKILL, a restart) until a clean stop or `tprosshy "
+         "unlock`.\n";
+    render_table(o, plan::make_lock(r));
+  }
   return o.str();
 }
 

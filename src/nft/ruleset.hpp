@@ -46,6 +46,14 @@ struct profile_routes {
   friend bool operator==(const profile_routes&, const profile_routes&) = default;
 };
 
+// The kill switch's table: no owner flag, so it stays when every process is gone, refusing
+// the routed destinations to whatever the main table does not redirect.
+inline constexpr const char* lock_table = "tprosshy_lock";
+
+// What an install does with the lock table: leave it alone (a user's ruleset), put this
+// ruleset's lock in its place, or remove it if there is one.
+enum class lock_mode { leave, on, off };
+
 struct ruleset {
   std::string table = "tprosshy";
   uint32_t mark = 0;                    // packets of tprosshy's own sockets; never redirected
@@ -62,11 +70,12 @@ struct ruleset {
   // Only this uid's sockets are redirected (every redirect rule matches `meta skuid` first):
   // a table installed for a user by the helper.
   std::optional<uint32_t> skuid;
+  lock_mode lock = lock_mode::leave;
   friend bool operator==(const ruleset&, const ruleset&) = default;
 };
 
 // nft -f syntax: `nft -f` on the output recreates the table (without the owner flag, which
-// only a netlink client can hold).
+// only a netlink client can hold), and with lock_mode::on the lock table after it.
 std::string render(const ruleset& r);
 
 }  // namespace tprosshy::nft

@@ -26,6 +26,7 @@ nft::ruleset make_ruleset(const config::config& cfg, const routing::table& table
   nft::ruleset r;
   r.mark = own_mark;
   r.output = true;
+  r.lock = cfg.lockdown ? nft::lock_mode::on : nft::lock_mode::off;
   if (cfg.mode == config::run_mode::gateway) r.interfaces = cfg.gateway_interfaces;
   r.tcp_port = p.tcp;
   r.capture_dns = p.dns.has_value();

@@ -527,6 +527,7 @@ control::status runtime::status() const {
     st.dns_local_queries = i.dns->local_answers();
   }
   // What make_ruleset() captures, from the same inputs the installed ruleset was made of.
+  st.lockdown = i.installed && i.cfg.lockdown;
   if (i.installed && i.dns) {
     const bool all = i.cfg.capture == config::dns_capture::all;
     const auto& resolvers = i.dns->system_resolvers();

@@ -17,6 +17,7 @@
 #include <cstdio>
 #include <cstring>
 #include <fstream>
+#include <map>
 #include <optional>
 #include <regex>
 #include <string>
@@ -89,6 +90,7 @@ TEST_F(nft_netlink, installs_what_render_prints) {
   netlink nl;
   for (const auto& [name, r] : samples::all()) {
     SCOPED_TRACE(name);
+    if (r.lock == lock_mode::on) continue;  // lock_installs_what_render_prints
     nl.install(r);
     install_text(r, "tp_text");
     auto got = listing("tprosshy");
@@ -224,6 +226,109 @@ TEST_F(nft_netlink, remove_deletes_the_table) {
   nl.remove();
   nl.install(samples::local_one_profile());
   EXPECT_TRUE(table_exists("tprosshy"));
+}
+
+// --- lockdown: the lock table --------------------------------------------------------
+
+TEST_F(nft_netlink, lock_installs_what_render_prints) {
+  for (const char* name : {"lockdown", "lockdown_gateway"}) {
+    SCOPED_TRACE(name);
+    const auto r = samples::all().at(name);
+    std::string main, lock;
+    {
+      netlink nl;
+      nl.install(r);
+      main = listing("tprosshy");
+      lock = raw_listing("tprosshy_lock");
+      EXPECT_EQ(lock.find("flags owner"), std::string::npos) << lock;
+    }
+    run("nft flush ruleset");
+    std::string path = "/tmp/tprosshy_nft_test_" + std::to_string(::getpid()) + ".nft";
+    std::ofstream(path) << render(r);
+    auto res = run("nft -f " + path);
+    ::unlink(path.c_str());
+    ASSERT_EQ(res.status, 0) << res.out << "\n" << render(r);
+    EXPECT_EQ(main, listing("tprosshy"));
+    EXPECT_EQ(lock, raw_listing("tprosshy_lock"));
+    EXPECT_NE(lock.find("reject with tcp reset comment \"corp: tcp refused\""), std::string::npos)
+        << lock;
+    run("nft flush ruleset");
+  }
+}
+
+TEST_F(nft_netlink, lock_outlives_its_installer_and_the_next_install_replaces_it) {
+  {
+    netlink nl;
+    nl.install(samples::lockdown());
+  }
+  EXPECT_FALSE(table_exists("tprosshy"));
+  ASSERT_TRUE(table_exists("tprosshy_lock")) << run("nft list ruleset").out;
+  EXPECT_NE(raw_listing("tprosshy_lock").find("route4_corp"), std::string::npos);
+
+  // A new run adopts it: replaced with its own ruleset's, in the same batch as its table.
+  auto next = samples::local_one_profile();
+  next.lock = lock_mode::on;
+  netlink nl;
+  nl.install(next);
+  auto lock = raw_listing("tprosshy_lock");
+  EXPECT_EQ(lock.find("lab-2"), std::string::npos) << lock;
+  EXPECT_NE(lock.find("route4_corp"), std::string::npos) << lock;
+
+  // A user's table (lock_mode::leave) leaves root's lock alone.
+  auto user = samples::refusing_confined();
+  user.table = "tprosshy_u1000";
+  netlink other;
+  other.install(user);
+  EXPECT_TRUE(table_exists("tprosshy_lock"));
+
+  // Turned off, it goes, with the main table still standing.
+  next.lock = lock_mode::off;
+  nl.install(next);
+  EXPECT_FALSE(table_exists("tprosshy_lock"));
+  EXPECT_TRUE(table_exists("tprosshy"));
+  nl.install(next);  // off and already gone: nothing to do, no error
+}
+
+TEST_F(nft_netlink, lock_learns_with_the_main_table_and_goes_with_remove) {
+  netlink nl;
+  nl.install(samples::lockdown());
+  nl.learn("corp", samples::ip("198.18.50.1"), std::chrono::seconds(300));
+  for (const char* table : {"tprosshy", "tprosshy_lock"}) {
+    auto v4 = run(std::string("nft list set inet ") + table + " learn4_corp").out;
+    EXPECT_TRUE(std::regex_search(v4, std::regex(R"(198\.18\.50\.1 timeout 5m expires )")))
+        << table << ": " << v4;
+  }
+  nl.learn("corp", samples::ip("198.18.50.2"), std::chrono::seconds(60),
+           samples::ip("198.18.50.1"));
+  auto lock = run("nft list set inet tprosshy_lock learn4_corp").out;
+  EXPECT_EQ(lock.find("198.18.50.1 "), std::string::npos) << lock;
+  EXPECT_NE(lock.find("198.18.50.2 "), std::string::npos) << lock;
+  nl.remove();
+  EXPECT_EQ(run("nft list tables").out, "");
+}
+
+TEST_F(nft_netlink, describe_counts_a_tables_sets_and_drop_deletes_it) {
+  netlink nl;
+  nl.install(samples::lockdown());
+  nl.learn("corp", samples::ip("198.18.50.1"), std::chrono::seconds(300));
+  netlink reader;
+  EXPECT_FALSE(reader.describe("no_such_table").exists);
+  const auto main = reader.describe("tprosshy");
+  EXPECT_TRUE(main.exists);
+  EXPECT_TRUE(main.owned);
+  EXPECT_NE(main.owner, 0u);
+  const auto lock = reader.describe("tprosshy_lock");
+  EXPECT_TRUE(lock.exists);
+  EXPECT_FALSE(lock.owned);
+  std::map<std::string, std::size_t> sets(lock.sets.begin(), lock.sets.end());
+  EXPECT_EQ(sets["route4_corp"], 2u);  // 10.20.0.0/16 and 172.16.0.0/12
+  EXPECT_EQ(sets["learn4_corp"], 1u);
+  EXPECT_EQ(sets["resolvers4"], 2u);  // 127.0.0.53 once, 198.18.0.53
+  EXPECT_EQ(sets["route6_lab-2"], 1u);
+  reader.drop("tprosshy_lock");
+  EXPECT_FALSE(table_exists("tprosshy_lock"));
+  EXPECT_TRUE(table_exists("tprosshy"));
+  reader.drop("tprosshy_lock");  // gone already: fine
 }
 
 TEST_F(nft_netlink, skuid_rules_are_accepted_and_listed) {
@@ -434,6 +539,88 @@ TEST_F(nft_redirect, dns_to_a_resolver_reaches_the_dns_port) {
   to.sin_addr.s_addr = htonl(ntohl(to.sin_addr.s_addr) + 1);
   ASSERT_EQ(::sendto(c.fd, "q", 1, 0, reinterpret_cast<sockaddr*>(&to), sizeof to), 1);
   EXPECT_EQ(::poll(&p, 1, 300), 0);
+}
+
+// What a non-blocking connect() to addr:port comes to within `wait_ms`: 0 (connected),
+// an errno, or ETIMEDOUT when it is still pending.
+int connect_outcome(const char* addr, uint16_t port, int wait_ms) {
+  fd_guard c(::socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0));
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_port = htons(port);
+  ::inet_pton(AF_INET, addr, &a.sin_addr);
+  if (::connect(c.fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0) return 0;
+  if (errno != EINPROGRESS) return errno;
+  pollfd p{c.fd, POLLOUT, 0};
+  if (::poll(&p, 1, wait_ms) != 1) return ETIMEDOUT;
+  int err = 0;
+  socklen_t len = sizeof err;
+  ::getsockopt(c.fd, SOL_SOCKET, SO_ERROR, &err, &len);
+  return err;
+}
+
+// A datagram to addr:port, then a short wait for the ICMP answer: 0 when nothing refused
+// it, else the errno of the send or of the receive after it.
+int udp_outcome(const char* addr, uint16_t port, uint32_t mark = 0) {
+  fd_guard c(::socket(AF_INET, SOCK_DGRAM, 0));
+  if (mark) ::setsockopt(c.fd, SOL_SOCKET, SO_MARK, &mark, sizeof mark);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_port = htons(port);
+  ::inet_pton(AF_INET, addr, &a.sin_addr);
+  if (::connect(c.fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) return errno;
+  if (::send(c.fd, "q", 1, 0) != 1) return errno;
+  pollfd p{c.fd, POLLIN, 0};
+  if (::poll(&p, 1, 300) != 1) return 0;
+  char b[8];
+  return ::recv(c.fd, b, sizeof b, MSG_DONTWAIT) < 0 ? errno : 0;
+}
+
+TEST_F(nft_redirect, lock_refuses_what_the_main_table_does_not_redirect) {
+  fd_guard l(::socket(AF_INET, SOCK_STREAM, 0));
+  const uint16_t port = listen_on(l.fd, "127.0.0.1", false);
+  ASSERT_NE(port, 0);
+  fd_guard dns(::socket(AF_INET, SOCK_DGRAM, 0));
+  sockaddr_in d{};
+  d.sin_family = AF_INET;
+  ::inet_pton(AF_INET, "127.0.0.1", &d.sin_addr);
+  ASSERT_EQ(::bind(dns.fd, reinterpret_cast<sockaddr*>(&d), sizeof d), 0);
+  socklen_t len = sizeof d;
+  ::getsockname(dns.fd, reinterpret_cast<sockaddr*>(&d), &len);
+  ruleset r;
+  r.mark = 0x7470;
+  r.tcp_port = port;
+  r.capture_dns = true;
+  r.dns_port = ntohs(d.sin_port);
+  r.resolvers = {samples::ip("198.18.1.53")};
+  r.bypass = {{samples::ip("198.18.99.7"), 22, "lab"}};
+  r.profiles.push_back({"lab", {samples::cidr("198.18.99.0/24")}, {}, false});
+  r.profiles[0].refuse_other = true;
+  r.lock = lock_mode::on;
+  {
+    netlink nl;
+    nl.install(r);
+    // Running: what the main table redirects passes the lock.
+    auto a = connect_and_accept(l.fd, "198.18.99.5", 80, false, 2000);
+    ASSERT_TRUE(a) << raw_listing("tprosshy_lock");
+    ::close(*a);
+    EXPECT_EQ(udp_outcome("198.18.1.53", 53), 0);
+    pollfd p{dns.fd, POLLIN, 0};
+    ASSERT_EQ(::poll(&p, 1, 2000), 1) << "the query was not redirected";
+    char b[8];
+    ::recv(dns.fd, b, sizeof b, 0);
+  }
+  ASSERT_FALSE(table_exists("tprosshy"));
+  // Gone: TCP gets a reset at once, the rest ICMP, DNS to the resolver too.
+  EXPECT_EQ(connect_outcome("198.18.99.5", 80, 1000), ECONNREFUSED);
+  const int udp = udp_outcome("198.18.99.5", 443);
+  EXPECT_TRUE(udp == EPERM || udp == ECONNREFUSED) << std::strerror(udp);
+  const int query = udp_outcome("198.18.1.53", 53);
+  EXPECT_TRUE(query == EPERM || query == ECONNREFUSED) << std::strerror(query);
+  // tprosshy's own sockets, the ssh server and what is not routed are let through.
+  EXPECT_EQ(udp_outcome("198.18.1.53", 53, 0x7470), 0);
+  EXPECT_EQ(connect_outcome("198.18.99.7", 22, 300), ETIMEDOUT);  // sent: nobody answers
+  EXPECT_EQ(connect_outcome("198.18.1.77", 80, 300), ETIMEDOUT);
 }
 
 // --- gateway mode: who may reach the DNS port ----------------------------------------

@@ -35,6 +35,7 @@ status sample() {
   s.dns_cache_hits = 42;
   s.dns_local_queries = {{"NOERROR", 10}, {"NXDOMAIN", 1}};
   s.dns_capture = {true, 5353, false, {"127.0.0.53", "fd00::53"}};
+  s.lockdown = true;
   profile_status a;
   a.name = "corp";
   a.state = "up";
@@ -91,6 +92,7 @@ config          /etc/tprosshy/config.yaml
 reloads         3 applied, 1 failed; last applied 2023-11-14 23:13:20 +0000 (1h 1m ago)
 dns             42 cache hits; local names: NOERROR 10, NXDOMAIN 1
 dns capture     port 5353, udp/53 and tcp/53 to 127.0.0.53, fd00::53
+lockdown        on: table inet tprosshy_lock refuses the routed destinations if tprosshy dies
 
 profile corp: up
   host            corp-bastion
@@ -134,6 +136,7 @@ const std::string golden_json = R"golden({
     "NOERROR": 10,
     "NXDOMAIN": 1
   },
+  "lockdown": true,
   "dns_capture": {
     "installed": true,
     "port": 5353,
@@ -275,6 +278,9 @@ tprosshy_dns_cache_hits_total 42
 # HELP tprosshy_dns_capture_installed 1 while the ruleset redirects DNS to tprosshy's DNS port, else 0.
 # TYPE tprosshy_dns_capture_installed gauge
 tprosshy_dns_capture_installed 1
+# HELP tprosshy_lockdown 1 while the lock table (lockdown) stands with the ruleset, else 0.
+# TYPE tprosshy_lockdown gauge
+tprosshy_lockdown 1
 # HELP tprosshy_learned_routes Addresses routed through the profile now because of DNS answers.
 # TYPE tprosshy_learned_routes gauge
 tprosshy_learned_routes{profile="corp"} 5
@@ -529,6 +535,7 @@ TEST(ControlRender, TextWithoutProfilesOrReloads) {
             "reloads         0 applied, 0 failed\n"
             "dns             0 cache hits; local names: none\n"
             "dns capture     not installed\n"
+            "lockdown        off\n"
             "\nno profiles\n");
 }
 
@@ -629,6 +636,7 @@ TEST(ControlRender, PrometheusFamiliesAndLabels) {
       {"tprosshy_dns_cache_hits_total", "counter"},
       {"tprosshy_dns_capture_installed", "gauge"},
       {"tprosshy_learned_routes", "gauge"},
+      {"tprosshy_lockdown", "gauge"},
       {"tprosshy_learned_evicted_total", "counter"},
       {"tprosshy_failovers_total", "counter"},
       {"tprosshy_tunnel_up", "gauge"},

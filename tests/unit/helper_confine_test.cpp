@@ -107,6 +107,15 @@ TEST(helper_confine, a_user_may_not) {
   nft::ruleset nothing;
   EXPECT_EQ(refusal(nothing, {1000, 1000}, ports.check()), "");
   EXPECT_TRUE(ports.asked.empty());
+  // The lock outlives every process: root's alone, and a user's install never touches it.
+  auto locked = nothing;
+  locked.lock = nft::lock_mode::on;
+  EXPECT_EQ(refusal(locked, {1000, 1000}, ports.check()),
+            "install: lockdown: the lock table outlives any process and needs a root daemon "
+            "(uid 1000): Operation not permitted");
+  locked.lock = nft::lock_mode::off;
+  EXPECT_EQ(confine(locked, {1000, 1000}, ports.check()).lock, nft::lock_mode::leave);
+  EXPECT_EQ(confine(locked, {0, 0}, ports.check()).lock, nft::lock_mode::off);
 }
 
 }  // namespace

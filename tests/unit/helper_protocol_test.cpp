@@ -185,6 +185,20 @@ TEST(helper_protocol, values_are_checked) {
   EXPECT_EQ(refusal(empty), "");
 }
 
+TEST(helper_protocol, the_lock_mode_is_one_of_three) {
+  auto r = full();
+  r.lock = nft::lock_mode::on;
+  auto frame = encode(request{install{r}});
+  ASSERT_EQ(frame.back(), 1);  // the last byte of an install
+  frame.back() = 3;
+  try {
+    decode_request(std::span<const uint8_t>(frame).subspan(4));
+    FAIL() << "lock 3 accepted";
+  } catch (const bad_message& e) {
+    EXPECT_EQ(std::string(e.what()), "install: lock: 3 is not 0 (leave), 1 (on) or 2 (off)");
+  }
+}
+
 TEST(helper_protocol, learn_and_socket_are_checked) {
   auto refused = [](std::vector<uint8_t> f) -> std::string {
     try {

@@ -36,7 +36,8 @@ TEST_P(golden, render_matches_file) {
 INSTANTIATE_TEST_SUITE_P(nft, golden,
                          testing::Values("local_one_profile", "two_profiles", "gateway",
                                          "gateway_resolvers", "everything", "unaligned", "refusing",
-                                         "refusing_gateway", "refusing_confined"));
+                                         "refusing_gateway", "refusing_confined", "lockdown",
+                                         "lockdown_gateway"));
 
 TEST(render, deterministic) {
   auto r = samples::two_profiles();

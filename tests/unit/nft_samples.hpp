@@ -113,6 +113,21 @@ inline ruleset refusing_confined() {
   return r;
 }
 
+// The kill switch: a lock table beside the main one. Locally with DNS captured at listed
+// resolvers, one profile refusing what is not TCP and one passing it; and for a gateway.
+inline ruleset lockdown() {
+  ruleset r = two_profiles();
+  r.profiles[0].refuse_other = true;
+  r.lock = lock_mode::on;
+  return r;
+}
+
+inline ruleset lockdown_gateway() {
+  ruleset r = refusing_gateway();
+  r.lock = lock_mode::on;
+  return r;
+}
+
 inline std::map<std::string, ruleset> all() {
   return {{"local_one_profile", local_one_profile()},
           {"two_profiles", two_profiles()},
@@ -122,7 +137,9 @@ inline std::map<std::string, ruleset> all() {
           {"unaligned", unaligned()},
           {"refusing", refusing()},
           {"refusing_gateway", refusing_gateway()},
-          {"refusing_confined", refusing_confined()}};
+          {"refusing_confined", refusing_confined()},
+          {"lockdown", lockdown()},
+          {"lockdown_gateway", lockdown_gateway()}};
 }
 
 }  // namespace tprosshy::nft::samples
