@@ -21,6 +21,7 @@
 #include <filesystem>
 #include <iostream>
 #include <optional>
+#include <stdexcept>
 #include <string>
 #include <system_error>
 #include <vector>
@@ -566,6 +567,23 @@ std::string lock_set_text(const std::string& set, std::size_t n) {
   return set + ": " + count("element", "elements");
 }
 
+// Removes the lock a crashed run left, unless a live tprosshy holds the main table (and so
+// the lock): what it held, or nothing when there was no lock to remove. Throws `busy`
+// naming the holder.
+struct busy : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+std::optional<nft::netlink::table_info> drop_stale_lock(nft::netlink& nl) {
+  const auto main = nl.describe("tprosshy");
+  if (main.exists && main.owned)
+    throw busy("a tprosshy is running (its helper, netlink port " + std::to_string(main.owner) +
+               ", holds table inet tprosshy) and keeps the lock");
+  auto lock = nl.describe(nft::lock_table);
+  if (!lock.exists) return std::nullopt;
+  nl.drop(nft::lock_table);
+  return lock;
+}
+
 // `tprosshy unlock`: the kill switch a crashed tprosshy left, removed, saying what it held.
 int unlock() {
   if (::geteuid() != 0) {
@@ -575,24 +593,20 @@ int unlock() {
   }
   try {
     nft::netlink nl;
-    const auto main = nl.describe("tprosshy");
-    if (main.exists && main.owned) {
-      std::cerr << "tprosshy unlock: a tprosshy is running (its helper, netlink port " << main.owner
-                << ", holds table inet tprosshy) and keeps the lock: stop it "
-                << "(SIGTERM removes both tables) or reload it with lockdown: false\n";
-      return ex_tempfail;
-    }
-    const auto lock = nl.describe(nft::lock_table);
-    if (!lock.exists) {
+    const auto lock = drop_stale_lock(nl);
+    if (!lock) {
       std::cout << "no table inet " << nft::lock_table << ": nothing to remove\n";
       return ex_ok;
     }
-    nl.drop(nft::lock_table);
     std::cout << "removed table inet " << nft::lock_table
               << "; routed traffic goes direct again. It refused:\n";
-    for (const auto& [set, n] : lock.sets) std::cout << "  " << lock_set_text(set, n) << "\n";
-    if (lock.sets.empty()) std::cout << "  nothing (it held no sets)\n";
+    for (const auto& [set, n] : lock->sets) std::cout << "  " << lock_set_text(set, n) << "\n";
+    if (lock->sets.empty()) std::cout << "  nothing (it held no sets)\n";
     return ex_ok;
+  } catch (const busy& e) {
+    std::cerr << "tprosshy unlock: " << e.what()
+              << ": stop it (SIGTERM removes both tables) or reload it with lockdown: false\n";
+    return ex_tempfail;
   } catch (const std::system_error& e) {
     std::cerr << "tprosshy unlock: " << e.what() << "\n";
     return e.code().value() == EPERM ? ex_noperm : ex_oserr;
@@ -680,6 +694,18 @@ int run(const cli& c) {
     } catch (const std::system_error& e) {
       std::cerr << "tprosshy: cannot start the helper: " << e.what() << "\n";
       return e.code().value() == EPERM ? ex_noperm : ex_oserr;
+    }
+  }
+  // With lockdown off, a lock a crashed run left goes now: it would refuse this run's own
+  // lookups of its ssh servers until the ruleset is in.
+  if (root && !cfg.lockdown) {
+    try {
+      nft::netlink nl;
+      if (const auto lock = drop_stale_lock(nl))
+        spdlog::warn("removed table inet {}, which a run with lockdown left (lockdown is off)",
+                     nft::lock_table);
+    } catch (const std::exception& e) {
+      spdlog::warn("cannot remove table inet {}: {}", nft::lock_table, e.what());
     }
   }
   helper_kernel kernel(std::move(*helper));

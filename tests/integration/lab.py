@@ -31,6 +31,7 @@ from pathlib import Path
 SOURCE_DIR = Path(os.environ.get("TPROSSHY_SOURCE_DIR", Path(__file__).resolve().parents[2]))
 LAB_SCRIPT = SOURCE_DIR / "tests" / "lab" / "lab"
 CLIENT_PY = SOURCE_DIR / "tests" / "lab" / "client.py"
+FLOWS_PY = SOURCE_DIR / "tests" / "lab" / "flows.py"
 ROLES = ("client", "srv1", "srv2", "t1", "t2", "lan")
 
 
@@ -263,6 +264,31 @@ class Lab:
         r = self.exec(role, ["python3", CLIENT_PY, "connect", host, port, "--timeout", timeout],
                       timeout=timeout + 30)
         return None if r.returncode == 0 else (r.stdout + r.stderr).strip()
+
+    def open_flows(self, role, dl_ip, idle_ip, test=None):
+        """Opens a slow download from DL_IP and an idle request to IDLE_IP (tests/lab/flows.py)
+        and returns ends(timeout=10): {"download"|"idle": {"end": "reset"|"eof"|..., "t": unix
+        time}} for those that ended in time. `test` (a TestCase) kills the program after it."""
+        import json
+        p = self.popen(role, ["python3", FLOWS_PY, dl_ip, idle_ip], stdout=subprocess.PIPE,
+                       text=True)
+        if test is not None:
+            test.addCleanup(_kill_popen, p)
+        line = p.stdout.readline()
+        if "ready" not in line:
+            raise LabError(f"flows from {role} to {dl_ip}, {idle_ip} did not open: {line!r}")
+
+        def ends(timeout=10):
+            out = {}
+            deadline = time.monotonic() + timeout
+            while len(out) < 2 and time.monotonic() < deadline:
+                line = p.stdout.readline()
+                if not line:
+                    break
+                r = json.loads(line)
+                out[r["flow"]] = r
+            return out
+        return ends
 
     def reset_probe(self, role, host, port, timeout=3):
         """Connects from ROLE, sends a request and says what came back: 'reset' (also when

@@ -26,63 +26,9 @@ profiles:
     dns: {domains: ["@T2_DOMAIN@"], nameserver: "@T2_DNS@"}
 """
 
-# Opens flows and reports, as JSON lines, when each one ends and how: "ready" once all
-# are open (the download has started), then one line per flow.
-FLOWS = r"""
-import json, socket, sys, time, threading
-host_dl, host_idle = sys.argv[1], sys.argv[2]
-lock = threading.Lock()
-def say(d):
-    with lock:
-        print(json.dumps(d), flush=True)
-def watch(name, s, first):
-    s.settimeout(60)
-    got = len(first)
-    try:
-        while True:
-            d = s.recv(65536)
-            if not d:
-                say({"flow": name, "end": "eof", "bytes": got, "t": time.time()})
-                return
-            got += len(d)
-            time.sleep(0.001)  # a slow reader: the download is still going when asked
-    except ConnectionResetError:
-        say({"flow": name, "end": "reset", "bytes": got, "t": time.time()})
-    except OSError as e:
-        say({"flow": name, "end": str(e), "bytes": got, "t": time.time()})
-dl = socket.create_connection((host_dl, 80), 10)
-dl.sendall(b"GET /bytes/1073741824 HTTP/1.0\r\n\r\n")
-first = dl.recv(65536)
-idle = socket.create_connection((host_idle, 80), 10)
-idle.sendall(b"GET /sleep/60 HTTP/1.0\r\n\r\n")
-time.sleep(0.3)
-ts = [threading.Thread(target=watch, args=("download", dl, first)),
-      threading.Thread(target=watch, args=("idle", idle, b""))]
-for t in ts: t.start()
-say({"ready": True})
-for t in ts: t.join()
-"""
-
-
 class Hardening(LabTestCase):
     def open_flows(self, dl_ip, idle_ip):
-        import json
-        p = self.lab.popen("client", ["python3", "-c", FLOWS, dl_ip, idle_ip],
-                           stdout=subprocess.PIPE, text=True)
-        line = p.stdout.readline()
-        self.assertIn("ready", line)
-
-        def ends(timeout=10):
-            out = {}
-            deadline = time.monotonic() + timeout
-            while len(out) < 2 and time.monotonic() < deadline:
-                line = p.stdout.readline()
-                if not line:
-                    break
-                r = json.loads(line)
-                out[r["flow"]] = r
-            return out
-        return ends
+        return self.lab.open_flows("client", dl_ip, idle_ip, self)
 
     def test_every_start_reaches_ready(self):
         # Each start spawns `ssh -G` and ssh while the other profile looks up its server.
