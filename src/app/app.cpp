@@ -513,6 +513,7 @@ class helper_kernel final : public runtime::kernel {
     c_.learn(profile, a, ttl, forget);
   }
   void remove() override { c_.remove(); }
+  std::map<std::string, std::uint64_t> refused() override { return c_.refused(); }
   bool confined() const override { return ::geteuid() != 0; }
   int own_socket(int family, int type) override { return c_.marked_socket(family, type).release(); }
   int lifeline() const override { return lifeline_.get(); }
@@ -602,6 +603,8 @@ int unlock() {
               << "; routed traffic goes direct again. It refused:\n";
     for (const auto& [set, n] : lock->sets) std::cout << "  " << lock_set_text(set, n) << "\n";
     if (lock->sets.empty()) std::cout << "  nothing (it held no sets)\n";
+    for (const auto& [profile, n] : lock->refused)
+      std::cout << "  " << profile << ": " << n << " packets refused since it was put in\n";
     return ex_ok;
   } catch (const busy& e) {
     std::cerr << "tprosshy unlock: " << e.what()

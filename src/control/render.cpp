@@ -336,6 +336,7 @@ std::string render_text(const status& s, std::int64_t now) {
              (p.learned_evicted
                   ? "; " + std::to_string(p.learned_evicted) + " pushed out by dns.learn_limit"
                   : ""));
+    line(o, in, "refused packets", std::to_string(p.refused_packets) + " (not tcp, not sent)");
     if (p.tunnels.size() > 1 || !p.serving_host.empty())
       line(o, in, "serving host",
            (p.serving_host.empty() ? std::string("-") : printable(p.serving_host)) + "; " +
@@ -403,6 +404,7 @@ std::string render_json(const status& s) {
     j.counts("dns_queries", p.dns_queries);
     j.num("learned_routes", p.learned_routes);
     j.num("learned_evicted", p.learned_evicted);
+    j.num("refused_packets", p.refused_packets);
     j.str("serving_host", p.serving_host);
     j.num("failovers", p.failovers);
     j.key("tunnels");
@@ -490,6 +492,11 @@ std::string render_prometheus(const status& s) {
            "Learned addresses pushed out by dns.learn_limit, the oldest first.");
   for (auto& x : s.profiles)
     p.sample("tprosshy_learned_evicted_total", {{"profile", x.name}}, x.learned_evicted);
+  p.family("tprosshy_refused_packets_total", "counter",
+           "Packets to the profile's destinations that are not TCP, refused rather than sent "
+           "in the clear (other_protocols: reject).");
+  for (auto& x : s.profiles)
+    p.sample("tprosshy_refused_packets_total", {{"profile", x.name}}, x.refused_packets);
   p.family("tprosshy_failovers_total", "counter", "Times new flows moved to another host.");
   for (auto& x : s.profiles)
     p.sample("tprosshy_failovers_total", {{"profile", x.name}}, x.failovers);

@@ -45,9 +45,10 @@ struct profile_status {
   std::map<std::string, std::uint64_t> dns_queries;  // by rcode name ("NOERROR", "SERVFAIL", ...)
   std::uint64_t learned_routes = 0;                  // addresses routed from DNS answers now
   std::uint64_t learned_evicted = 0;                 // pushed out by dns.learn_limit
-  std::string serving_host;                          // where new flows go; "" while none
-  std::uint64_t failovers = 0;                       // new flows moved to another host
-  std::vector<tunnel_status> tunnels;                // draining ones last
+  std::uint64_t refused_packets = 0;   // not TCP to its destinations: refused (other_protocols)
+  std::string serving_host;            // where new flows go; "" while none
+  std::uint64_t failovers = 0;         // new flows moved to another host
+  std::vector<tunnel_status> tunnels;  // draining ones last
 };
 
 // DNS capture as the ruleset in the kernel holds it: udp/53 and tcp/53 to `resolvers` (or

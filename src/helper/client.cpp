@@ -133,7 +133,7 @@ bool client::ready(short events) const {
   return n > 0;
 }
 
-void client::call(const request& r, int fd_out, net::unique_fd* fd_in) {
+reply client::call(const request& r, int fd_out, net::unique_fd* fd_in) {
   if (!fd_) fail(ENOTCONN, "not connected");
   auto out = encode(r);
   std::string broken;
@@ -191,6 +191,7 @@ void client::call(const request& r, int fd_out, net::unique_fd* fd_in) {
   if (auto* e = std::get_if<error>(&rep))
     throw std::system_error(e->code, std::generic_category(), e->message);
   if (!broken.empty()) gone(broken);
+  return rep;
 }
 
 void client::hello() {
@@ -208,6 +209,13 @@ void client::learn(const std::string& profile, const net::address& a, std::chron
 }
 
 void client::remove() { call(helper::remove{}); }
+
+std::map<std::string, uint64_t> client::refused() {
+  auto rep = call(helper::refused{});
+  auto* c = std::get_if<counts>(&rep);
+  if (!c) fail(EPROTO, "the helper answered refused without counts");
+  return c->packets;
+}
 
 net::unique_fd client::lifeline() {
   net::unique_fd got;

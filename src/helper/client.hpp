@@ -7,6 +7,7 @@
 
 #include <chrono>
 #include <filesystem>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -46,6 +47,8 @@ class client {
   void learn(const std::string& profile, const net::address& a, std::chrono::seconds ttl,
              std::optional<net::address> forget = std::nullopt);
   void remove();
+  // Packets the installed table refused so far, by profile (0 from each install on).
+  std::map<std::string, uint64_t> refused();
   // The write end of the connection's lifeline (see helper::lifeline): every ssh inherits
   // it, so the table outlives a crashed tprosshy until its ssh children are gone.
   net::unique_fd lifeline();
@@ -59,7 +62,7 @@ class client {
  private:
   // Sends `r` (with `fd_out` attached when >= 0) and waits for the reply; `fd_in` takes a
   // descriptor that comes with it.
-  void call(const request& r, int fd_out = -1, net::unique_fd* fd_in = nullptr);
+  reply call(const request& r, int fd_out = -1, net::unique_fd* fd_in = nullptr);
   [[noreturn]] void gone(const std::string& why);
   bool ready(short events) const;  // false after reply_seconds
   void close();

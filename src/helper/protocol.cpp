@@ -21,6 +21,9 @@ class writer {
   void u32(uint32_t v) {
     put<4>([&](unsigned char* p) { endian::store_big_u32(p, v); });
   }
+  void u64(uint64_t v) {
+    put<8>([&](unsigned char* p) { endian::store_big_u64(p, v); });
+  }
   void str(const std::string& s) {
     if (s.size() > 0xffff) throw bad_message("a string of " + std::to_string(s.size()) + " bytes");
     u16(static_cast<uint16_t>(s.size()));
@@ -127,6 +130,11 @@ class reader {
     need(4, field);
     at_ += 4;
     return endian::load_big_u32(in_.data() + at_ - 4);
+  }
+  uint64_t u64(const std::string& field) {
+    need(8, field);
+    at_ += 8;
+    return endian::load_big_u64(in_.data() + at_ - 8);
   }
   bool flag(const std::string& field) {
     auto v = u8(field);
@@ -317,6 +325,10 @@ const char* type_name(uint8_t t) {
       return "socket";
     case type::lifeline:
       return "lifeline";
+    case type::refused:
+      return "refused";
+    case type::counts:
+      return "counts";
     case type::ok:
       return "ok";
     case type::error:
@@ -354,6 +366,8 @@ std::vector<uint8_t> encode(const request& r) {
           return writer(type::remove).done();
         } else if constexpr (std::is_same_v<T, lifeline>) {
           return writer(type::lifeline).done();
+        } else if constexpr (std::is_same_v<T, refused>) {
+          return writer(type::refused).done();
         } else {
           writer w(type::socket);
           w.u8(m.family);
@@ -366,6 +380,15 @@ std::vector<uint8_t> encode(const request& r) {
 
 std::vector<uint8_t> encode(const reply& r) {
   if (std::holds_alternative<ok>(r)) return writer(type::ok).done();
+  if (const auto* c = std::get_if<counts>(&r)) {
+    writer w(type::counts);
+    w.count(c->packets.size());
+    for (const auto& [profile, n] : c->packets) {
+      w.str(profile);
+      w.u64(n);
+    }
+    return w.done();
+  }
   const auto& e = std::get<error>(r);
   writer w(type::error);
   w.u32(static_cast<uint32_t>(e.code));
@@ -413,6 +436,9 @@ request decode_request(std::span<const uint8_t> body) {
     case type::lifeline:
       out = lifeline{};
       break;
+    case type::refused:
+      out = refused{};
+      break;
     case type::socket: {
       socket s;
       s.family = in.u8("family");
@@ -440,6 +466,20 @@ reply decode_reply(std::span<const uint8_t> body) {
   reply out;
   if (t == static_cast<uint8_t>(type::ok)) {
     out = ok{};
+  } else if (t == static_cast<uint8_t>(type::counts)) {
+    counts c;
+    const auto n = in.u32("packets");
+    if (n > limits::profiles)
+      in.fail("packets",
+              std::to_string(n) + " profiles, limit " + std::to_string(limits::profiles));
+    for (uint32_t i = 0; i < n; ++i) {
+      auto f = "packets[" + std::to_string(i) + "]";
+      auto name = in.str(f + ".profile", limits::string);
+      if (!valid_profile_name(name))
+        in.fail(f + ".profile", "'" + name + "' is not [a-z0-9_-]{1,32}");
+      c.packets[name] = in.u64(f + ".count");
+    }
+    out = std::move(c);
   } else if (t == static_cast<uint8_t>(type::error)) {
     error e;
     e.code = static_cast<int32_t>(in.u32("errno"));

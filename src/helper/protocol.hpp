@@ -6,6 +6,7 @@
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <map>
 #include <optional>
 #include <span>
 #include <stdexcept>
@@ -33,7 +34,8 @@ inline constexpr std::size_t name = 32;                   // profile and table n
 inline constexpr uint32_t ttl = 24 * 60 * 60;             // seconds a learned address may live
 }  // namespace limits
 
-inline constexpr uint32_t version = 3;  // 2: refuse_other, learn forget, lifeline; 3: lock
+// 2: refuse_other, learn forget, lifeline; 3: lock, refused
+inline constexpr uint32_t version = 3;
 
 enum class type : uint8_t {
   hello = 1,
@@ -42,8 +44,10 @@ enum class type : uint8_t {
   remove = 4,
   socket = 5,
   lifeline = 6,
+  refused = 7,
   ok = 0x80,
   error = 0x81,
+  counts = 0x82,
 };
 
 enum class socket_kind : uint8_t { udp = 1, tcp = 2 };
@@ -80,7 +84,11 @@ struct socket {
 struct lifeline {
   friend bool operator==(const lifeline&, const lifeline&) = default;
 };
-using request = std::variant<hello, install, learn, remove, socket, lifeline>;
+// The installed table's refusals so far (other_protocols: reject), answered with `counts`.
+struct refused {
+  friend bool operator==(const refused&, const refused&) = default;
+};
+using request = std::variant<hello, install, learn, remove, socket, lifeline, refused>;
 
 struct ok {
   friend bool operator==(const ok&, const ok&) = default;
@@ -90,7 +98,12 @@ struct error {
   std::string message;
   friend bool operator==(const error&, const error&) = default;
 };
-using reply = std::variant<ok, error>;
+// Packets by profile name, since the table was installed.
+struct counts {
+  std::map<std::string, uint64_t> packets;
+  friend bool operator==(const counts&, const counts&) = default;
+};
+using reply = std::variant<ok, error, counts>;
 
 // What a decoder refuses, naming the field: "install: profiles[3].v4: 70000 ranges, limit 65536".
 class bad_message : public std::runtime_error {

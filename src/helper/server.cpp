@@ -258,8 +258,12 @@ class connection : public std::enable_shared_from_this<connection> {
     }
     net::unique_fd handed;
     int code = 0;
+    reply done = ok{};
     try {
-      handed = handle(req);
+      if (std::holds_alternative<refused>(req))
+        done = counts{nl_ && installed_ ? nl_->refused() : std::map<std::string, uint64_t>{}};
+      else
+        handed = handle(req);
     } catch (const std::system_error& e) {
       code = e.code().value();
       bad = e.what();
@@ -274,7 +278,6 @@ class connection : public std::enable_shared_from_this<connection> {
       co_await refuse(code, bad);
       co_return true;
     }
-    const reply done = ok{};
     co_await send(done, handed.get());
     co_return true;  // `handed`, our copy, closes here
   }

@@ -7,6 +7,7 @@
 #include <libnftnl/chain.h>
 #include <libnftnl/common.h>
 #include <libnftnl/expr.h>
+#include <libnftnl/object.h>
 #include <libnftnl/rule.h>
 #include <libnftnl/set.h>
 #include <libnftnl/table.h>
@@ -55,6 +56,7 @@ using chain_ptr = c_ptr<nftnl_chain, nftnl_chain_free>;
 using set_ptr = c_ptr<nftnl_set, nftnl_set_free>;
 using rule_ptr = c_ptr<nftnl_rule, nftnl_rule_free>;
 using udata_ptr = c_ptr<nftnl_udata_buf, free_udata>;
+using obj_ptr = c_ptr<nftnl_obj, nftnl_obj_free>;
 
 template <class T>
 T* check_alloc(T* p) {
@@ -324,6 +326,16 @@ struct netlink::impl {
 
   // A table's sets, chains and rules; set ids are unique across the batch.
   void add_objects(batch& b, const plan::table& t, uint32_t& next_id) {
+    for (const auto& c : t.counters) {
+      obj_ptr o(check_alloc(nftnl_obj_alloc()));
+      nftnl_obj_set_u32(o.get(), NFTNL_OBJ_FAMILY, NFPROTO_INET);
+      nftnl_obj_set_str(o.get(), NFTNL_OBJ_TABLE, t.name.c_str());
+      nftnl_obj_set_str(o.get(), NFTNL_OBJ_NAME, c.c_str());
+      nftnl_obj_set_u32(o.get(), NFTNL_OBJ_TYPE, NFT_OBJECT_COUNTER);
+      auto* h = b.start(NFT_MSG_NEWOBJ, NLM_F_CREATE | NLM_F_EXCL, "adding counter " + c);
+      nftnl_obj_nlmsg_build_payload(h, o.get());
+      b.done(h);
+    }
     std::map<std::string, uint32_t> set_ids;
     for (const auto& s : t.sets) {
       set_ids[s.name] = next_id;
@@ -339,6 +351,26 @@ struct netlink::impl {
     add_table(b, name, false, NFT_MSG_NEWTABLE, NLM_F_CREATE,
               "taking " + table_desc(name) + " (another process owns it?)");
     add_table(b, name, false, NFT_MSG_DELTABLE, 0, what);
+  }
+
+  // The refusal counters of `name`, by profile.
+  std::map<std::string, uint64_t> refused_in(const std::string& name) {
+    std::map<std::string, uint64_t> out;
+    std::vector<char> buf(MNL_SOCKET_BUFFER_SIZE);
+    obj_ptr o(check_alloc(nftnl_obj_alloc()));
+    nftnl_obj_set_str(o.get(), NFTNL_OBJ_TABLE, name.c_str());
+    nftnl_obj_set_u32(o.get(), NFTNL_OBJ_TYPE, NFT_OBJECT_COUNTER);
+    auto* h = nftnl_nlmsg_build_hdr(buf.data(), NFT_MSG_GETOBJ, NFPROTO_INET, NLM_F_DUMP, seq++);
+    nftnl_obj_nlmsg_build_payload(h, o.get());
+    dump(h, [&](const nlmsghdr* m) {
+      obj_ptr got(check_alloc(nftnl_obj_alloc()));
+      if (nftnl_obj_nlmsg_parse(m, got.get()) < 0) return;
+      const char* table = nftnl_obj_get_str(got.get(), NFTNL_OBJ_TABLE);
+      if (!table || name != table) return;  // the dump may not filter by table
+      if (auto p = plan::refused_profile(nftnl_obj_get_str(got.get(), NFTNL_OBJ_NAME)))
+        out[*p] = nftnl_obj_get_u64(got.get(), NFTNL_OBJ_CTR_PKTS);
+    });
+    return out;
   }
 
   // Sends a dump request and hands each answer to `each` until the kernel says done.
@@ -503,6 +535,11 @@ struct netlink::impl {
         add_meta(rp, NFT_META_SKUID);  // a u32 in host byte order, as nft sends it
         add_cmp(rp, &x->uid, sizeof x->uid);
       }
+    }
+    if (!r.counter.empty()) {
+      auto* e = expr(rp, "objref");
+      nftnl_expr_set_u32(e, NFTNL_EXPR_OBJREF_IMM_TYPE, NFT_OBJECT_COUNTER);
+      nftnl_expr_set_str(e, NFTNL_EXPR_OBJREF_IMM_NAME, r.counter.c_str());
     }
     if (std::holds_alternative<plan::ret>(r.action))
       add_verdict(rp, NFT_RETURN);
@@ -693,7 +730,12 @@ netlink::table_info netlink::describe(const std::string& name) {
     });
     out.sets.push_back({set, count});
   }
+  out.refused = i.refused_in(name);
   return out;
+}
+
+std::map<std::string, uint64_t> netlink::refused() {
+  return impl_->table.empty() ? std::map<std::string, uint64_t>{} : impl_->refused_in(impl_->table);
 }
 
 void netlink::drop(const std::string& name) {

@@ -3,6 +3,7 @@
 // object's netlink socket and the kernel deletes it when the socket closes, even on SIGKILL.
 // So keep one netlink object for the process's life and send every change through it.
 #include <chrono>
+#include <map>
 #include <memory>
 #include <string>
 #include <utility>
@@ -36,8 +37,12 @@ class netlink {
     bool owned = false;  // the owner flag: a live process holds it
     uint32_t owner = 0;  // that process's netlink port id (its pid, for its first socket)
     std::vector<std::pair<std::string, std::size_t>> sets;  // name, elements
+    std::map<std::string, uint64_t> refused;                // packets, by profile
   };
   table_info describe(const std::string& table);
+  // Packets refused so far by the installed table, by profile (other_protocols: reject),
+  // since it was installed: a new install starts from 0.
+  std::map<std::string, uint64_t> refused();
   // Deletes a table this object did not install, if it is there (a crashed run's lock).
   void drop(const std::string& table);
 

@@ -73,9 +73,18 @@ void keep_on_network(chain& c, const ruleset& r, const table& t) {
 void refuse_other(chain& c, const ruleset& r, const std::string& profile, family f,
                   const std::string& name) {
   c.rules.push_back({confined(r, {daddr_in{f, name}, l4proto{IPPROTO_UDP}}),
-                     reject{false, false, f}, profile + ": udp refused"});
-  c.rules.push_back(
-      {confined(r, {daddr_in{f, name}}), reject{false, true}, profile + ": not tcp, refused"});
+                     reject{false, false, f}, profile + ": udp refused", refused_counter(profile)});
+  c.rules.push_back({confined(r, {daddr_in{f, name}}), reject{false, true},
+                     profile + ": not tcp, refused", refused_counter(profile)});
+}
+
+// A counter for each profile that a rule of `t` counts into.
+void add_counters(table& t) {
+  for (const auto& c : t.chains)
+    for (const auto& r : c.rules)
+      if (!r.counter.empty() &&
+          std::find(t.counters.begin(), t.counters.end(), r.counter) == t.counters.end())
+        t.counters.push_back(r.counter);
 }
 
 // What is not TCP, to a routed or learned destination of a profile that refuses it, is
@@ -108,6 +117,13 @@ std::string routed_set(const std::string& profile, family f) {
 
 std::string learned_set(const std::string& profile, family f) {
   return (f == family::v4 ? "learn4_" : "learn6_") + profile;
+}
+
+std::string refused_counter(const std::string& profile) { return "refused_" + profile; }
+
+std::optional<std::string> refused_profile(const std::string& counter) {
+  if (!counter.starts_with("refused_")) return std::nullopt;
+  return counter.substr(8);
 }
 
 std::vector<addr_range> normalize(std::vector<addr_range> ranges) {
@@ -270,6 +286,7 @@ table make(const ruleset& r) {
     }
     t.chains.push_back(std::move(in));
   }
+  add_counters(t);
   clip_comments(t);
   return t;
 }
@@ -308,20 +325,25 @@ table make_lock(const ruleset& r) {
     for (auto f : {family::v4, family::v6})
       for (const auto& name : {routed_set(p.name, f), learned_set(p.name, f)}) {
         if (!has_set(t, name)) continue;
-        c.rules.push_back(
-            {{daddr_in{f, name}, l4proto{IPPROTO_TCP}}, reject{true}, p.name + ": tcp refused"});
+        c.rules.push_back({{daddr_in{f, name}, l4proto{IPPROTO_TCP}},
+                           reject{true},
+                           p.name + ": tcp refused",
+                           refused_counter(p.name)});
         if (p.refuse_other) refuse_other(c, r, p.name, f, name);
       }
   t.chains.push_back(std::move(c));
+  // After the main table's filter chains (priority 0), so that they count what they refuse.
+  constexpr int after_main = 10;
   if (r.output)
-    t.chains.push_back({"lock_output", hook::output, 0, {{{}, jump{"lock"}, {}}}, true, {}});
+    t.chains.push_back(
+        {"lock_output", hook::output, after_main, {{{}, jump{"lock"}, {}}}, true, {}});
   if (!r.interfaces.empty()) {
-    chain fwd{"lock_forward", hook::forward, 0, {}, true, {}};
+    chain fwd{"lock_forward", hook::forward, after_main, {}, true, {}};
     for (const auto& i : r.interfaces) fwd.rules.push_back({{iifname{i}}, jump{"lock"}, {}});
     t.chains.push_back(std::move(fwd));
     // LAN hosts asking the gateway itself, which the main table answers with split DNS.
     if (r.capture_dns && !r.capture_all_dns) {
-      chain in{"lock_input", hook::input, 0, {}, true, {}};
+      chain in{"lock_input", hook::input, after_main, {}, true, {}};
       in.rules.push_back({{ct_dnat{}}, ret{}, "redirected by tprosshy's table"});
       for (const auto& i : r.interfaces) {
         in.rules.push_back(
@@ -332,6 +354,7 @@ table make_lock(const ruleset& r) {
       t.chains.push_back(std::move(in));
     }
   }
+  add_counters(t);
   clip_comments(t);
   return t;
 }

@@ -81,6 +81,7 @@ struct rule {
   std::vector<match> matches;
   verdict action;
   std::string comment;
+  std::string counter;  // a named counter of the table the rule counts into, before `action`
 };
 
 enum class hook { none, output, prerouting, input, forward };
@@ -98,6 +99,7 @@ struct table {
   std::string name;
   std::vector<set> sets;
   std::vector<chain> chains;
+  std::vector<std::string> counters;  // named counter objects
 };
 
 table make(const ruleset& r);
@@ -108,6 +110,9 @@ table make_lock(const ruleset& r);
 // Set names by profile (profile names may start with a digit, nft names may not).
 std::string routed_set(const std::string& profile, family f);
 std::string learned_set(const std::string& profile, family f);
+// The named counter of a profile's refused packets, and the profile a counter's name names.
+std::string refused_counter(const std::string& profile);
+std::optional<std::string> refused_profile(const std::string& counter);
 
 // Sorted, overlapping and adjacent ranges merged.
 std::vector<addr_range> normalize(std::vector<addr_range> ranges);

@@ -110,6 +110,7 @@ std::string format_rule(const plan::rule& r) {
       add("meta skuid " + std::to_string(x->uid));
     }
   }
+  if (!r.counter.empty()) add("counter name " + quoted(r.counter));
   if (std::holds_alternative<plan::ret>(r.action))
     add("return");
   else if (auto* j = std::get_if<plan::jump>(&r.action))
@@ -151,6 +152,7 @@ void render_set(std::ostream& o, const plan::set& s) {
 
 void render_table(std::ostream& o, const plan::table& t) {
   o << "table inet " << t.name << " {\n";
+  for (const auto& c : t.counters) o << "\tcounter " << c << " {\n\t}\n\n";
   for (const auto& s : t.sets) render_set(o, s);
   for (size_t i = 0; i < t.chains.size(); ++i) {
     const auto& c = t.chains[i];

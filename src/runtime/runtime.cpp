@@ -80,7 +80,8 @@ struct runtime::impl {
   std::optional<proxy::server> server;
   std::unique_ptr<dns_front> dns;
   bool installed = false, stopping = false;
-  std::size_t running = 0;  // profiles whose run() has not ended
+  std::map<std::string, std::uint64_t> refused_earlier;  // by tables replaced since
+  std::size_t running = 0;                               // profiles whose run() has not ended
   // "Something changed" (a verdict, a nameserver, a profile's end): each step that waits
   // on the profiles re-checks its condition when this fires.
   asio::experimental::channel<void(error_code)> changed;
@@ -182,9 +183,21 @@ struct runtime::impl {
     return [this](int family, int type) { return nl.own_socket(family, type); };
   }
 
+  // A new table counts from 0: what the old one refused is kept, by name, first.
   void put(const nft::ruleset& r) {
+    const auto before = installed ? refused_now() : std::map<std::string, std::uint64_t>{};
     nl.install(r);
     installed = true;
+    for (const auto& [name, n] : before) refused_earlier[name] += n;
+  }
+
+  std::map<std::string, std::uint64_t> refused_now() const {
+    try {
+      return nl.refused();
+    } catch (const std::exception& e) {
+      spdlog::debug("cannot read the refusal counters: {}", e.what());
+      return {};
+    }
   }
 
   void start(const std::shared_ptr<profile>& p) {
@@ -594,6 +607,13 @@ control::status runtime::status() const {
   };
   for (routing::profile_id id = 0; id < i.current->by_id.size(); ++id)
     if (auto& p = i.current->by_id[id]) add(*p, id);
+  const auto refused = i.installed ? i.refused_now() : std::map<std::string, std::uint64_t>{};
+  for (auto& ps : st.profiles) {
+    const auto now = refused.find(ps.name);
+    const auto earlier = i.refused_earlier.find(ps.name);
+    ps.refused_packets = (now == refused.end() ? 0 : now->second) +
+                         (earlier == i.refused_earlier.end() ? 0 : earlier->second);
+  }
   // A draining profile shows under the live one of its name (names are unique), or alone.
   for (auto& p : i.draining) {
     auto it = std::find_if(st.profiles.begin(), st.profiles.end(),

@@ -40,6 +40,8 @@ class kernel {
   virtual void learn(const std::string& profile, const net::address& a, std::chrono::seconds ttl,
                      std::optional<net::address> forget) = 0;
   virtual void remove() = 0;
+  // Packets the installed ruleset refused, by profile, since it was installed.
+  virtual std::map<std::string, std::uint64_t> refused() = 0;
   // Whether this process may not mark its sockets itself (no CAP_NET_ADMIN): then its own
   // sockets, which the ruleset must never redirect, come from own_socket().
   virtual bool confined() const = 0;

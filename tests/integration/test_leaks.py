@@ -49,6 +49,14 @@ class OtherProtocols(LabTestCase):
         verdict, took = r.stdout.split()[0], float(r.stdout.split()[-1])
         return verdict, took
 
+    def refused(self, t):
+        """net1's refused packets, as `status --json` says."""
+        import json
+        r = t.ctl("status", "--json")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        return next(p["refused_packets"] for p in json.loads(r.stdout)["profiles"]
+                    if p["name"] == "net1")
+
     def config(self, subnets=None, extra=""):
         lab = self.lab
         subnets = subnets or f'"{lab["T1_NET4"]}", "{lab["T1_NET6"]}"'
@@ -71,6 +79,11 @@ class OtherProtocols(LabTestCase):
         t = self.tprosshy(self.config())
         t.wait_ready()
         self.assert_refused()
+        # Counted, by profile, and still after a reload replaced the table.
+        refused = self.refused(t)
+        self.assertGreaterEqual(refused, 4)
+        self.assertEqual(t.ctl("reload").returncode, 0)
+        self.assertGreaterEqual(self.refused(t), refused)
         # TCP still goes through the tunnel, names still resolve through it, and the ssh
         # server itself answers everything.
         self.assertEqual(parse_who(lab.http_get("client", lab["T1_IP4"]))["peer"],

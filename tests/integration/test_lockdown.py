@@ -142,11 +142,13 @@ class Lockdown(LabTestCase):
         self.assertIn("a tprosshy is running", r.stderr)
         self.kill(t)
         self.assertEqual(lab.nft_tables(), ["inet tprosshy_lock"])
+        self.assertIn("refused", lab.connect_error("client", lab["T1_IP4"]) or "connected")
         r = self.unlock()
         self.assertEqual(r.returncode, 0, r.stderr)
         self.assertIn("removed table inet tprosshy_lock", r.stdout)
         self.assertIn("net1: 1 routed range (IPv4)", r.stdout)
         self.assertIn("DNS to 1 resolver (IPv4)", r.stdout)
+        self.assertRegex(r.stdout, r"net1: [1-9]\d* packets refused since it was put in")
         self.assertEqual(lab.nft_tables(), [])
         # Direct again, as without tprosshy: the datagram goes to the next hop.
         before = self.leaked()

@@ -325,6 +325,7 @@ TEST_F(nft_netlink, describe_counts_a_tables_sets_and_drop_deletes_it) {
   EXPECT_EQ(sets["learn4_corp"], 1u);
   EXPECT_EQ(sets["resolvers4"], 2u);  // 127.0.0.53 once, 198.18.0.53
   EXPECT_EQ(sets["route6_lab-2"], 1u);
+  EXPECT_EQ(lock.refused, (std::map<std::string, uint64_t>{{"corp", 0}, {"lab-2", 0}}));
   reader.drop("tprosshy_lock");
   EXPECT_FALSE(table_exists("tprosshy_lock"));
   EXPECT_TRUE(table_exists("tprosshy"));
@@ -609,6 +610,10 @@ TEST_F(nft_redirect, lock_refuses_what_the_main_table_does_not_redirect) {
     ASSERT_EQ(::poll(&p, 1, 2000), 1) << "the query was not redirected";
     char b[8];
     ::recv(dns.fd, b, sizeof b, 0);
+    // The main table refuses (and counts) what is not TCP, before the lock sees it.
+    EXPECT_EQ(nl.refused(), (std::map<std::string, uint64_t>{{"lab", 0}}));
+    EXPECT_NE(udp_outcome("198.18.99.5", 443), 0);
+    EXPECT_EQ(nl.refused(), (std::map<std::string, uint64_t>{{"lab", 1}}));
   }
   ASSERT_FALSE(table_exists("tprosshy"));
   // Gone: TCP gets a reset at once, the rest ICMP, DNS to the resolver too.

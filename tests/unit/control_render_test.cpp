@@ -54,6 +54,7 @@ status sample() {
   a.dns_queries = {{"NOERROR", 100}, {"SERVFAIL", 2}};
   a.learned_routes = 5;
   a.learned_evicted = 7;
+  a.refused_packets = 12;
   a.serving_host = "corp-bastion";
   a.failovers = 2;
   tunnel_status t1;
@@ -106,6 +107,7 @@ profile corp: up
   bytes down      16.0 EiB (18446744073709551615)
   dns queries     NOERROR 100, SERVFAIL 2
   learned routes  5; 7 pushed out by dns.learn_limit
+  refused packets 12 (not tcp, not sent)
   serving host    corp-bastion; 2 failovers
   tunnel corp-bastion#1 up, ssh pid 4242, 3 flows, probe 1.2 ms
   tunnel corp-bastion-2#1 unhealthy, ssh pid 4243, 0 flows, probe 1.2 ms (last failed: no answer from ssh within 3000 ms)
@@ -122,6 +124,7 @@ profile lab: down
   bytes down      0 B
   dns queries     none
   learned routes  0
+  refused packets 0 (not tcp, not sent)
 )golden";
 
 const std::string golden_json = R"golden({
@@ -168,6 +171,7 @@ const std::string golden_json = R"golden({
       },
       "learned_routes": 5,
       "learned_evicted": 7,
+      "refused_packets": 12,
       "serving_host": "corp-bastion",
       "failovers": 2,
       "tunnels": [
@@ -213,6 +217,7 @@ const std::string golden_json = R"golden({
       "dns_queries": {},
       "learned_routes": 0,
       "learned_evicted": 0,
+      "refused_packets": 0,
       "serving_host": "",
       "failovers": 0,
       "tunnels": []
@@ -289,6 +294,10 @@ tprosshy_learned_routes{profile="lab"} 0
 # TYPE tprosshy_learned_evicted_total counter
 tprosshy_learned_evicted_total{profile="corp"} 7
 tprosshy_learned_evicted_total{profile="lab"} 0
+# HELP tprosshy_refused_packets_total Packets to the profile's destinations that are not TCP, refused rather than sent in the clear (other_protocols: reject).
+# TYPE tprosshy_refused_packets_total counter
+tprosshy_refused_packets_total{profile="corp"} 12
+tprosshy_refused_packets_total{profile="lab"} 0
 # HELP tprosshy_failovers_total Times new flows moved to another host.
 # TYPE tprosshy_failovers_total counter
 tprosshy_failovers_total{profile="corp"} 2
@@ -589,7 +598,8 @@ TEST(ControlRender, JsonIsValidAndExact) {
                 "name",           "state",           "host",         "ssh_pid",      "control_path",
                 "up_since",       "restarts",        "last_error",   "flows_active", "flows_ok",
                 "flows_reset",    "flows_refused",   "bytes_up",     "bytes_down",   "dns_queries",
-                "learned_routes", "learned_evicted", "serving_host", "failovers",    "tunnels"}));
+                "learned_routes", "learned_evicted", "serving_host", "failovers",    "tunnels",
+                "refused_packets"}));
 }
 
 TEST(ControlRender, TextEscapesWhatATerminalWouldAct) {
@@ -638,6 +648,7 @@ TEST(ControlRender, PrometheusFamiliesAndLabels) {
       {"tprosshy_learned_routes", "gauge"},
       {"tprosshy_lockdown", "gauge"},
       {"tprosshy_learned_evicted_total", "counter"},
+      {"tprosshy_refused_packets_total", "counter"},
       {"tprosshy_failovers_total", "counter"},
       {"tprosshy_tunnel_up", "gauge"},
       {"tprosshy_probe_duration_seconds", "histogram"},

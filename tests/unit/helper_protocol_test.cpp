@@ -51,6 +51,7 @@ TEST(helper_protocol, every_request_round_trips) {
                               learn{"corp", samples::ip("fd00::5"), 600, samples::ip("10.0.0.1")},
                               remove{},
                               lifeline{},
+                              refused{},
                               socket{6, socket_kind::udp},
                               socket{4, socket_kind::tcp}};
   for (const auto& sample : samples::all()) all.push_back(install{sample.second});
@@ -58,9 +59,19 @@ TEST(helper_protocol, every_request_round_trips) {
 }
 
 TEST(helper_protocol, replies_round_trip) {
-  for (reply r : {reply{ok{}}, reply{error{EPERM, "gateway mode needs a root daemon"}}}) {
+  for (reply r : {reply{ok{}}, reply{error{EPERM, "gateway mode needs a root daemon"}},
+                  reply{counts{}}, reply{counts{{{"corp", 1ull << 40}, {"lab-2", 0}}}}}) {
     auto f = encode(r);
     EXPECT_EQ(decode_reply(body(f)), r);
+  }
+  // A count is a profile name: a hostile answer cannot smuggle anything else.
+  auto f = encode(reply{counts{{{"corp", 3}}}});
+  f[4 + 1 + 4 + 2] = 'C';
+  try {
+    decode_reply(body(f));
+    FAIL() << "a bad profile name decoded";
+  } catch (const bad_message& e) {
+    EXPECT_EQ(std::string(e.what()), "counts: packets[0].profile: 'Corp' is not [a-z0-9_-]{1,32}");
   }
 }
 
