@@ -1,6 +1,8 @@
 #pragma once
 // The private directory that holds the ssh masters' control sockets: mode 0700, so only
 // tprosshy's own user can reach a tunnel, and removed with everything in it at the end.
+// It holds a lock file for the process's life: the next tprosshy of the same user removes
+// the directories of runs killed outright, whose locks nobody holds.
 // With an owner (a root tprosshy's ssh_user) the sockets go in a subdirectory that account
 // owns (0700), inside ours (0711, root's), so that its ssh can bind them and nobody else can
 // reach them; ours keeps the files only we write.
@@ -29,6 +31,7 @@ class control_dir {
  private:
   std::string path_, sockets_;
   bool owned_ = false;
+  int lock_ = -1;  // flock(LOCK_EX) on path_/lock
 };
 
 }  // namespace tprosshy::tunnel

@@ -130,6 +130,8 @@ class Lockdown(LabTestCase):
             self.fail(t2.log())
         self.assertIn("1/1 profiles up", t2.log())
         self.assert_routed()
+        # The killed run's private directory went with this start; only this run's is left.
+        self.assertEqual(len(list(lab.tmp.glob("tprosshy.*"))), 1, list(lab.tmp.iterdir()))
         self.assertEqual(t2.stop(), 0)
         self.assertEqual(lab.nft_tables(), [], "a clean stop leaves no table")
 
