@@ -80,9 +80,7 @@ TEST_F(control_dir_test, a_live_runs_directory_and_other_things_stay) {
   fs::create_directory(base_ + "/tprosshy.toolongname");
   std::ofstream(base_ + "/tprosshy.toolongname/lock") << "";
   const auto before = entries();
-  {
-    control_dir next;
-  }
+  { control_dir next; }
   EXPECT_EQ(entries(), before);
   EXPECT_TRUE(fs::exists(live.path() + "/lock"));
 }
