@@ -86,7 +86,7 @@ struct server::impl : std::enable_shared_from_this<impl> {
   server_options opt;
   cache answers;
   router routes;
-  std::vector<std::shared_ptr<upstream>> profiles;
+  std::vector<profile_upstream> profiles;
   learn_fn learn;
   query_fn counted;
   server_stats counters;
@@ -159,7 +159,13 @@ struct server::impl : std::enable_shared_from_this<impl> {
       co_return make_reply(q, rcode::formerr);
     }
     const auto& qq = m->questions.front();
-    const auto profile = routes.match(qq.name);
+    // Taken now, by value: a reload may re-index the profiles while the query waits.
+    std::optional<std::string> profile;
+    std::shared_ptr<upstream> up = local;
+    if (const auto id = routes.match(qq.name)) {
+      profile = *id < profiles.size() ? profiles[*id].name : std::string();
+      up = *id < profiles.size() ? profiles[*id].up : nullptr;
+    }
     bytes reply;
     bool cached = false;
     // A reply made here rather than by an upstream, counted like any other.
@@ -172,7 +178,6 @@ struct server::impl : std::enable_shared_from_this<impl> {
       cached = true;
       reply = std::move(*hit);
     } else {
-      const auto up = profile ? (*profile < profiles.size() ? profiles[*profile] : nullptr) : local;
       if (!up) co_return made(rcode::refused);
       if (auto it = waiting.find(up.get());
           it != waiting.end() && it->second >= opt.max_in_flight) {
@@ -190,7 +195,7 @@ struct server::impl : std::enable_shared_from_this<impl> {
           am->questions[0].type != qq.type) {
         ++counters.upstream_errors;
         logger()->debug("dns: no usable answer for {} from {}", qq.name,
-                        profile ? "profile " + std::to_string(*profile) : std::string("local"));
+                        profile ? "profile " + *profile : std::string("local"));
         co_return made(rcode::servfail);
       }
       reply = std::move(*got);
@@ -318,13 +323,13 @@ server::server(asio::any_io_executor ex, const std::vector<udp::endpoint>& liste
 
 server::~server() { impl_->stop(); }
 
-void server::set_profiles(router r, std::vector<std::shared_ptr<upstream>> profiles) {
+void server::set_profiles(router r, std::vector<profile_upstream> profiles) {
   impl_->routes = std::move(r);
   impl_->profiles = std::move(profiles);
   impl_->answers.clear();
 }
 
-void server::set_profiles(router r, std::vector<std::shared_ptr<upstream>> profiles,
+void server::set_profiles(router r, std::vector<profile_upstream> profiles,
                           const std::function<bool(std::string_view name)>& stale) {
   impl_->routes = std::move(r);
   impl_->profiles = std::move(profiles);

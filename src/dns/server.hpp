@@ -13,6 +13,7 @@
 #include <functional>
 #include <memory>
 #include <optional>
+#include <string>
 #include <string_view>
 #include <vector>
 
@@ -42,11 +43,19 @@ struct server_stats {
   std::uint64_t overloaded = 0;  // answered SERVFAIL for want of room (max_in_flight)
 };
 
+// A profile's nameserver, under its name: what the server reports a query by.
+struct profile_upstream {
+  std::string name;
+  std::shared_ptr<upstream> up;
+};
+
 class server {
  public:
-  // (profile index, address, TTL in seconds) for every A/AAAA record of an answer that
-  // a profile's upstream gave (cached answers are not reported again).
-  using learn_fn = std::function<void(std::size_t, const boost::asio::ip::address&, std::uint32_t)>;
+  // (profile name, address, TTL in seconds) for every A/AAAA record of an answer that a
+  // profile's upstream gave (cached answers are not reported again). The name is the one
+  // the query went to, whatever set_profiles() did while it waited.
+  using learn_fn =
+      std::function<void(const std::string&, const boost::asio::ip::address&, std::uint32_t)>;
 
   // Binds UDP and TCP on each endpoint, all on one port: the first endpoint's, or a free
   // one if it is 0. `local` answers names no profile takes; null: those get REFUSED.
@@ -57,15 +66,16 @@ class server {
   server(const server&) = delete;
   server& operator=(const server&) = delete;
 
-  // Profile upstreams, indexed by the values `r` returns. Replaces earlier ones and
-  // clears the cache. Queries in flight finish with the old upstreams.
-  void set_profiles(router r, std::vector<std::shared_ptr<upstream>> profiles);
+  // Profile upstreams, indexed by the values `r` returns (a null upstream answers
+  // REFUSED). Replaces earlier ones and clears the cache. Queries in flight finish with the
+  // old upstreams, and are reported under the old names.
+  void set_profiles(router r, std::vector<profile_upstream> profiles);
   // The same for a reload: only the cached answers for names `stale` says yes to go.
-  void set_profiles(router r, std::vector<std::shared_ptr<upstream>> profiles,
+  void set_profiles(router r, std::vector<profile_upstream> profiles,
                     const std::function<bool(std::string_view name)>& stale);
   // Called for every query answered with a question: which profile's upstream it went to
   // (nullopt: the local upstream), the rcode sent back, and whether the cache answered.
-  using query_fn = std::function<void(std::optional<std::size_t>, rcode, bool cached)>;
+  using query_fn = std::function<void(const std::optional<std::string>&, rcode, bool cached)>;
   void on_query(query_fn f);
   void set_local(std::shared_ptr<upstream> local);
   void on_answer(learn_fn f);

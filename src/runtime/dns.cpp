@@ -58,13 +58,13 @@ std::vector<udp::endpoint> local_upstream(const config::config& cfg,
 
 struct routes {
   dns::router router;
-  std::vector<std::shared_ptr<dns::upstream>> upstreams;
+  std::vector<dns::profile_upstream> upstreams;
 };
 
 routes routes_of(const std::vector<std::shared_ptr<profile>>& profiles) {
   routes r;
   for (std::size_t i = 0; i < profiles.size(); ++i) {
-    r.upstreams.push_back(profiles[i]->dns());
+    r.upstreams.push_back({profiles[i]->name(), profiles[i]->dns()});
     if (profiles[i]->dns())
       for (auto& d : profiles[i]->settings().dns.domains) r.router.add(d, i);
   }
@@ -78,6 +78,13 @@ struct dns_front::impl {
   std::vector<net::address> resolvers;
   std::vector<std::string> upstream_config;
   std::vector<std::shared_ptr<profile>> profiles;  // indexed as the server's routes are
+
+  // The enabled profile of that name now (a query's answer may come after a reload).
+  profile* named(const std::string& name) const {
+    for (auto& p : profiles)
+      if (p->name() == name) return p.get();
+    return nullptr;
+  }
   dns::router router;
   std::unique_ptr<dns::server> server;
   std::uint64_t cache_hits = 0;
@@ -116,16 +123,16 @@ std::unique_ptr<dns_front> dns_front::make(asio::any_io_executor ex, const confi
                                             dns::server_options{.cache_size = cfg.cache_size});
   i->server->set_profiles(std::move(r.router), std::move(r.upstreams));
   auto* st = i.get();
-  i->server->on_answer(
-      [st, learn = std::move(learn)](std::size_t id, const net::address& a, std::uint32_t ttl) {
-        if (id < st->profiles.size()) learn(*st->profiles[id], a, ttl);
-      });
-  i->server->on_query([st](std::optional<std::size_t> id, dns::rcode code, bool cached) {
+  i->server->on_answer([st, learn = std::move(learn)](const std::string& name,
+                                                      const net::address& a, std::uint32_t ttl) {
+    if (auto* p = st->named(name)) learn(*p, a, ttl);
+  });
+  i->server->on_query([st](const std::optional<std::string>& name, dns::rcode code, bool cached) {
     if (cached) ++st->cache_hits;
-    if (id && *id < st->profiles.size())
-      ++st->profiles[*id]->dns_answers()[rcode_name(code)];
-    else if (!id)
+    if (!name)
       ++st->local_answers[rcode_name(code)];
+    else if (auto* p = st->named(*name))
+      ++p->dns_answers()[rcode_name(code)];
   });
   i->server->start();
   return std::unique_ptr<dns_front>(new dns_front(std::move(i)));

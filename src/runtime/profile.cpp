@@ -355,8 +355,11 @@ void profile::on_tunnel(std::size_t k, tunnel::state s, const std::string& why) 
 
 asio::awaitable<tcp::endpoint> profile::nameserver(std::shared_ptr<tunnel::tunnel> t) {
   if (nameserver_) co_return *nameserver_;
+  auto alive = alive_;
   // No awk or anything else: cat is on every host, and the parsing happens here.
   auto text = co_await t->exec("cat /etc/resolv.conf", std::chrono::seconds(10));
+  // A reload may have removed this profile while ssh answered: touch nothing of it then.
+  if (!*alive) throw std::runtime_error("the profile was removed while reading its nameserver");
   auto servers = dns::parse_resolv_conf(text);
   if (servers.empty()) throw std::runtime_error("the remote /etc/resolv.conf names no nameserver");
   if (!nameserver_) {

@@ -21,6 +21,7 @@
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/asio/use_future.hpp>
 #include <boost/asio/write.hpp>
+#include <boost/endian/conversion.hpp>
 #include <chrono>
 #include <cstdlib>
 #include <filesystem>
@@ -349,7 +350,7 @@ double seconds(std::chrono::steady_clock::duration d) {
 }
 
 struct learned {
-  std::size_t profile;
+  std::string profile;
   std::string address;
   std::uint32_t ttl;
 };
@@ -410,8 +411,8 @@ class DnsServer : public testing::Test {
         local, o);
     dns::router r;
     r.add("r.test", 0);
-    server_->set_profiles(std::move(r), {profile_});
-    server_->on_answer([this](std::size_t p, const asio::ip::address& a, std::uint32_t ttl) {
+    server_->set_profiles(std::move(r), {{"remote", profile_}});
+    server_->on_answer([this](const std::string& p, const asio::ip::address& a, std::uint32_t ttl) {
       learned_.push_back({p, a.to_string(), ttl});
     });
     server_->start();
@@ -478,7 +479,7 @@ TEST_F(DnsServer, RoutesByDomainAndKeepsRcode) {
   // Learned routes: profile 0's addresses with their TTL, nothing from the local side.
   std::set<std::string> got;
   for (auto& l : learned_) {
-    EXPECT_EQ(l.profile, 0u);
+    EXPECT_EQ(l.profile, "remote");
     EXPECT_LE(l.ttl, 2u);
     got.insert(l.address);
   }
@@ -906,3 +907,72 @@ TEST_F(DnsUpstream, UdpFailsOverFallsBackToTcpAndMarks) {
 }
 
 }  // namespace
+
+// --- a reload while a query waits ---------------------------------------------------
+
+// A nameserver that answers, with one A record, only when released.
+class held_upstream : public dns::upstream {
+ public:
+  held_upstream(asio::any_io_executor ex, std::string addr)
+      : release_(ex, asio::steady_timer::time_point::max()), addr_(std::move(addr)) {}
+  awaitable<std::optional<dns::bytes>> query(dns::bytes q) override {
+    ++asked;
+    co_await release_.async_wait(as_tuple(use_awaitable));
+    auto r = dns::make_reply(q, dns::rcode::noerror);
+    boost::endian::store_big_u16(r.data() + 6, 1);  // ANCOUNT
+    std::uint8_t rr[16] = {0xc0, 12, 0, 1, 0, 1};   // the question's name, A, IN
+    boost::endian::store_big_u32(rr + 6, 60);       // TTL
+    boost::endian::store_big_u16(rr + 10, 4);
+    const auto a = asio::ip::make_address_v4(addr_).to_bytes();
+    std::copy(a.begin(), a.end(), rr + 12);
+    r.insert(r.end(), rr, rr + sizeof rr);
+    co_return r;
+  }
+  void release() { release_.cancel(); }
+  int asked = 0;
+
+ private:
+  asio::steady_timer release_;
+  std::string addr_;
+};
+
+TEST(DnsServerReload, AnAnswerAfterAReloadLandsOnTheProfileItWentTo) {
+  asio::io_context io;
+  auto ex = io.get_executor();
+  dns::server server(ex, {{asio::ip::make_address("127.0.0.1"), 0}}, nullptr);
+  auto a = std::make_shared<held_upstream>(ex, "198.18.70.1");
+  auto b = std::make_shared<held_upstream>(ex, "198.18.70.2");
+  auto c = std::make_shared<held_upstream>(ex, "198.18.70.3");
+  dns::router before;
+  before.add("a.test", 0);
+  before.add("b.test", 1);
+  before.add("c.test", 2);
+  server.set_profiles(std::move(before), {{"a", a}, {"b", b}, {"c", c}});
+  std::vector<std::pair<std::string, std::string>> learned;
+  std::vector<std::string> counted;
+  server.on_answer([&](const std::string& p, const asio::ip::address& addr, std::uint32_t) {
+    learned.emplace_back(p, addr.to_string());
+  });
+  server.on_query([&](const std::optional<std::string>& p, dns::rcode, bool) {
+    counted.push_back(p.value_or("local"));
+  });
+  server.start();
+  const udp::endpoint at(asio::ip::make_address("127.0.0.1"), server.port());
+  auto answer = asio::co_spawn(io, ask_udp(at, dns::make_query(9, "host.b.test", dns::rrtype::a)),
+                               asio::use_future);
+  const auto end = std::chrono::steady_clock::now() + 10s;
+  while (b->asked == 0 && std::chrono::steady_clock::now() < end) io.run_one_for(50ms);
+  ASSERT_EQ(b->asked, 1);
+  // The reload: a removed, b moved to index 0, c to index 1 (where b was).
+  dns::router after;
+  after.add("b.test", 0);
+  after.add("c.test", 1);
+  server.set_profiles(std::move(after), {{"b", b}, {"c", c}});
+  b->release();
+  while (answer.wait_for(0s) != std::future_status::ready && std::chrono::steady_clock::now() < end)
+    io.run_one_for(50ms);
+  ASSERT_EQ(answer.wait_for(0s), std::future_status::ready);
+  ASSERT_TRUE(answer.get());
+  EXPECT_EQ(learned, (std::vector<std::pair<std::string, std::string>>{{"b", "198.18.70.2"}}));
+  EXPECT_EQ(counted, std::vector<std::string>{"b"});
+}
