@@ -35,6 +35,7 @@
 #include "control/server.hpp"
 #include "helper/client.hpp"
 #include "helper/server.hpp"
+#include "net/exit_codes.hpp"
 #include "nft/netlink.hpp"
 #include "runtime/dns.hpp"
 #include "runtime/plan.hpp"
@@ -49,9 +50,7 @@ using namespace std::chrono_literals;
 
 namespace {
 
-// sysexits.h
-constexpr int ex_ok = 0, ex_usage = 64, ex_noinput = 66, ex_unavailable = 69, ex_software = 70,
-              ex_oserr = 71, ex_tempfail = 75, ex_noperm = 77, ex_config = 78;
+namespace ex = exit_code;
 
 constexpr const char* usage_text =
     "usage: tprosshy [-c FILE] [-v]           run until SIGINT or SIGTERM (SIGHUP reloads)\n"
@@ -95,11 +94,11 @@ std::optional<cli> parse_cli(int argc, char** argv, int& exit_code) {
     auto& a = args[i];
     if (a == "--help" || a == "-h") {
       std::cout << usage_text;
-      exit_code = ex_ok;
+      exit_code = ex::ok;
       return std::nullopt;
     } else if (a == "--version") {
       std::cout << "tprosshy " TPROSSHY_VERSION "\n";
-      exit_code = ex_ok;
+      exit_code = ex::ok;
       return std::nullopt;
     } else if (i == 0 && (a == "check" || a == "reload" || a == "status" || a == "keyscan")) {
       c.what = a == "check"    ? verb::check
@@ -126,7 +125,7 @@ std::optional<cli> parse_cli(int argc, char** argv, int& exit_code) {
     } else if (a == "-c" || a == "--config") {
       if (i + 1 == args.size()) {
         std::cerr << "tprosshy: " << a << " needs a file\n" << usage_text;
-        exit_code = ex_usage;
+        exit_code = ex::usage;
         return std::nullopt;
       }
       c.config = args[++i];
@@ -140,7 +139,7 @@ std::optional<cli> parse_cli(int argc, char** argv, int& exit_code) {
       c.names.push_back(a);
     } else {
       std::cerr << "tprosshy: unknown argument '" << a << "'\n" << usage_text;
-      exit_code = ex_usage;
+      exit_code = ex::usage;
       return std::nullopt;
     }
   }
@@ -236,7 +235,7 @@ int check(const cli& c) {
   unblock_signals();
   if (c.effective) {
     std::cout << config::effective_yaml(c.config);
-    return ex_ok;
+    return ex::ok;
   }
   auto cfg = config::load(c.config);
   auto table = runtime::make_table(cfg);
@@ -245,7 +244,7 @@ int check(const cli& c) {
   // One slot per host of each profile (backups too: a run bypasses them all), filled in
   // any order, printed in config order.
   std::vector<std::vector<nft::endpoint>> bypass;
-  int code = ex_ok;
+  int code = ex::ok;
   for (auto& p : cfg.profiles) {
     if (!p.enabled) continue;
     for (auto& host : p.hosts) {
@@ -260,7 +259,7 @@ int check(const cli& c) {
                          std::rethrow_exception(e);
                        } catch (const tunnel::unchecked_host_keys& x) {
                          std::cerr << "tprosshy: profile " << p.name << ": " << x.what() << "\n";
-                         code = ex_config;
+                         code = ex::config;
                        } catch (const std::exception& x) {
                          std::cerr << "tprosshy: profile " << p.name << ": " << x.what()
                                    << " (its ssh server " << host
@@ -290,11 +289,11 @@ int keyscan(const cli& c) {
     if (std::none_of(cfg.profiles.begin(), cfg.profiles.end(),
                      [&](auto& p) { return p.name == n; })) {
       std::cerr << "tprosshy: " << c.config << ": no profile named '" << n << "'\n";
-      return ex_usage;
+      return ex::usage;
     }
   const auto ssh_as = ssh_as_for_verbs(cfg);
   asio::io_context io;
-  int code = ex_ok;
+  int code = ex::ok;
   auto scan = [&]() -> asio::awaitable<void> {
     std::cout << "profiles:\n";
     for (auto& p : cfg.profiles) {
@@ -310,7 +309,7 @@ int keyscan(const cli& c) {
                       << (f.proxy_command ? "a ProxyCommand" : "ProxyJump " + f.proxy_jump.front())
                       << ", which ssh-keyscan cannot go through: take its keys from its "
                          "/etc/ssh/ssh_host_*_key.pub\n";
-            code = ex_unavailable;
+            code = ex::unavailable;
             continue;
           }
           for (auto& k : co_await tunnel::keyscan(f.hostname, f.port, ssh_as))
@@ -318,7 +317,7 @@ int keyscan(const cli& c) {
                       << f.port << ")\n";
         } catch (const std::exception& e) {
           std::cout << "      # " << host << ": " << e.what() << "\n";
-          code = ex_unavailable;
+          code = ex::unavailable;
         }
       }
     }
@@ -344,11 +343,11 @@ int ask(const cli& c) {
     return r.code;
   } catch (const control::not_running&) {
     std::cerr << "tprosshy: no tprosshy is running on " << socket.string() << "\n";
-    return ex_unavailable;
+    return ex::unavailable;
   } catch (const std::system_error& e) {
     std::cerr << "tprosshy: " << socket.string() << ": " << e.code().message() << "\n";
     const int v = e.code().value();
-    return v == EACCES || v == EPERM ? ex_noperm : ex_unavailable;
+    return v == EACCES || v == EPERM ? ex::noperm : ex::unavailable;
   }
 }
 
@@ -399,7 +398,7 @@ asio::awaitable<int> serve(runtime::runtime& rt, asio::signal_set& signals,
     rt.listen();
   } catch (const runtime::listen_error& e) {
     spdlog::error("{}", e.what());
-    failed = ex_oserr;
+    failed = ex::oserr;
   }
   if (failed) co_return co_await stopped(failed);
   try {
@@ -415,7 +414,7 @@ asio::awaitable<int> serve(runtime::runtime& rt, asio::signal_set& signals,
                   e.code() == std::errc::address_in_use
                       ? "another tprosshy answers there (set control.socket to run two)"
                       : e.what());
-    failed = ex_oserr;
+    failed = ex::oserr;
   }
   if (failed) co_return co_await stopped(failed);
   if (const auto& m = rt.config().metrics_listen) {
@@ -426,7 +425,7 @@ asio::awaitable<int> serve(runtime::runtime& rt, asio::signal_set& signals,
       metrics->start();
     } catch (const boost::system::system_error& e) {
       spdlog::error("cannot listen for metrics on {}: {}", m->to_string(), e.code().message());
-      failed = ex_oserr;
+      failed = ex::oserr;
     }
   }
   if (failed) co_return co_await stopped(failed);
@@ -440,7 +439,7 @@ asio::awaitable<int> serve(runtime::runtime& rt, asio::signal_set& signals,
                    nft::lock_table);
     } catch (const std::system_error& e) {
       spdlog::error("cannot install the nftables ruleset: {}", e.what());
-      failed = e.code().value() == EPERM ? ex_noperm : ex_oserr;
+      failed = e.code().value() == EPERM ? ex::noperm : ex::oserr;
     }
   }
   if (failed) co_return co_await stopped(failed);
@@ -450,14 +449,14 @@ asio::awaitable<int> serve(runtime::runtime& rt, asio::signal_set& signals,
   // SIGHUP reloads (once ready: one that comes earlier is kept for then); SIGINT and
   // SIGTERM stop, and so does the helper's end: no running on without a ruleset.
   bool reload_pending = false;
-  int stop_code = ex_ok;
+  int stop_code = ex::ok;
   auto signal = [&]() -> asio::awaitable<int> {
     auto r = co_await (signals.async_wait(use_awaitable) || helper_gone(helper));
     if (r.index() == 1) {
       spdlog::critical(
           "the helper is gone (its ruleset with it): stopping rather than run "
           "without one");
-      stop_code = ex_unavailable;
+      stop_code = ex::unavailable;
       co_return SIGTERM;
     }
     const int sig = std::get<0>(r);
@@ -483,7 +482,7 @@ asio::awaitable<int> serve(runtime::runtime& rt, asio::signal_set& signals,
       spdlog::error("[{}] cannot connect to {}: {}", p->name(), p->settings().host,
                     p->last_error());
     spdlog::error("no profile's tunnel came up; exiting (on_start_failure: retry keeps trying)");
-    co_return co_await stopped(ex_unavailable);
+    co_return co_await stopped(ex::unavailable);
   }
   if ((co_await (rt.nameservers_known(10s) || stop_signal())).index() == 1)
     co_return co_await stopped(stop_code);
@@ -492,7 +491,7 @@ asio::awaitable<int> serve(runtime::runtime& rt, asio::signal_set& signals,
     rt.install();
   } catch (const std::system_error& e) {
     spdlog::error("cannot install the nftables ruleset: {}", e.what());
-    failed = e.code().value() == EPERM ? ex_noperm : ex_oserr;
+    failed = e.code().value() == EPERM ? ex::noperm : ex::oserr;
   }
   if (failed) co_return co_await stopped(failed);
   spdlog::info("ready: {}", summary());
@@ -590,14 +589,14 @@ int unlock() {
   if (::geteuid() != 0) {
     std::cerr << "tprosshy unlock: must run as root (it removes table inet " << nft::lock_table
               << ")\n";
-    return ex_noperm;
+    return ex::noperm;
   }
   try {
     nft::netlink nl;
     const auto lock = drop_stale_lock(nl);
     if (!lock) {
       std::cout << "no table inet " << nft::lock_table << ": nothing to remove\n";
-      return ex_ok;
+      return ex::ok;
     }
     std::cout << "removed table inet " << nft::lock_table
               << "; routed traffic goes direct again. It refused:\n";
@@ -605,14 +604,14 @@ int unlock() {
     if (lock->sets.empty()) std::cout << "  nothing (it held no sets)\n";
     for (const auto& [profile, n] : lock->refused)
       std::cout << "  " << profile << ": " << n << " packets refused since it was put in\n";
-    return ex_ok;
+    return ex::ok;
   } catch (const busy& e) {
     std::cerr << "tprosshy unlock: " << e.what()
               << ": stop it (SIGTERM removes both tables) or reload it with lockdown: false\n";
-    return ex_tempfail;
+    return ex::tempfail;
   } catch (const std::system_error& e) {
     std::cerr << "tprosshy unlock: " << e.what() << "\n";
-    return e.code().value() == EPERM ? ex_noperm : ex_oserr;
+    return e.code().value() == EPERM ? ex::noperm : ex::oserr;
   }
 }
 
@@ -628,7 +627,7 @@ int run(const cli& c) {
       become(*u);
     } catch (const std::system_error& e) {
       std::cerr << "tprosshy: cannot run as " << u->name << ": " << e.what() << "\n";
-      return ex_oserr;
+      return ex::oserr;
     }
   }
   auto cfg = config::load(c.config);
@@ -642,19 +641,19 @@ int run(const cli& c) {
   if (root) {
     if (auto why = config::unsafe_file(cfg)) {
       std::cerr << "tprosshy: " << *why << "\n";
-      return ex_config;
+      return ex::config;
     }
   } else if (cfg.mode == config::run_mode::gateway) {
     std::cerr << "tprosshy: " << cfg.file.string()
               << ": mode: gateway routes other hosts' traffic and needs a root tprosshy (run it "
                  "as root, e.g. the tprosshy service)\n";
-    return ex_noperm;
+    return ex::noperm;
   } else if (cfg.lockdown) {
     std::cerr << "tprosshy: " << cfg.lockdown_at.to_string()
               << ": lockdown: its table outlives every process, so only a root tprosshy keeps "
                  "one (its own helper installs it); run tprosshy as root, e.g. the tprosshy "
                  "service, or set lockdown: false\n";
-    return ex_noperm;
+    return ex::noperm;
   }
   if (!cfg.ssh_user.empty()) {
     const auto as = runtime::ssh_account(cfg);
@@ -663,25 +662,25 @@ int run(const cli& c) {
       std::cerr << "tprosshy: " << cfg.ssh_user_at.to_string() << ": ssh_user: running ssh as "
                 << cfg.ssh_user << " needs a root tprosshy (this one runs as "
                 << (self ? self->name : std::to_string(::geteuid())) << ")\n";
-      return ex_config;
+      return ex::config;
     }
     if (const auto missing = missing_for_ssh_user(); as && !missing.empty()) {
       std::cerr << "tprosshy: " << cfg.ssh_user_at.to_string() << ": ssh_user: running ssh as "
                 << cfg.ssh_user << " needs " << missing
                 << " (the tprosshy unit grants them; a container needs --cap-add)\n";
-      return ex_noperm;
+      return ex::noperm;
     }
   }
   if (tunnel::find_ssh().empty()) {
     std::cerr << "tprosshy: ssh is not installed (no 'ssh' in PATH)\n";
-    return ex_unavailable;
+    return ex::unavailable;
   }
   raise_fd_limit();
   std::signal(SIGPIPE, SIG_IGN);
   if (!helper) {
     if (root && !has_net_admin()) {
       std::cerr << "tprosshy: needs CAP_NET_ADMIN to install its nftables rules\n";
-      return ex_noperm;
+      return ex::noperm;
     }
     try {
       if (root) {
@@ -691,12 +690,12 @@ int run(const cli& c) {
         helper = reach_helper(cfg, why);
         if (!helper) {
           std::cerr << "tprosshy: " << why << "\ntprosshy: " << no_helper_text << "\n";
-          return ex_noperm;
+          return ex::noperm;
         }
       }
     } catch (const std::system_error& e) {
       std::cerr << "tprosshy: cannot start the helper: " << e.what() << "\n";
-      return e.code().value() == EPERM ? ex_noperm : ex_oserr;
+      return e.code().value() == EPERM ? ex::noperm : ex::oserr;
     }
   }
   // With lockdown off, a lock a crashed run left goes now: it would refuse this run's own
@@ -726,9 +725,9 @@ int run(const cli& c) {
       co_return co_await serve(rt, signals, watch, notify, c.verbose);
     // The watchdog pings until the run ends (with an interval, it never ends by itself).
     auto r = co_await (serve(rt, signals, watch, notify, c.verbose) || notify.watchdog());
-    co_return r.index() == 0 ? std::get<0>(r) : ex_software;
+    co_return r.index() == 0 ? std::get<0>(r) : ex::software;
   };
-  int code = ex_software;
+  int code = ex::software;
   asio::co_spawn(io, supervised(), [&](std::exception_ptr e, int rc) {
     if (e) {
       try {
@@ -750,7 +749,7 @@ int run(const cli& c) {
 int main(int argc, char** argv) {
   const auto blocked = stop_signals();
   ::sigprocmask(SIG_BLOCK, &blocked, nullptr);
-  int code = ex_ok;
+  int code = ex::ok;
   auto c = parse_cli(argc, argv, code);
   if (!c) return code;
   try {
@@ -769,7 +768,7 @@ int main(int argc, char** argv) {
       case verb::helper:
         if (c->sudoers) {
           std::cout << sudoers_line() << "\n";
-          return ex_ok;
+          return ex::ok;
         }
         return helper::serve(c->helper);
       case verb::unlock:
@@ -780,13 +779,17 @@ int main(int argc, char** argv) {
     return run(*c);
   } catch (const config::error& e) {
     std::cerr << e.what() << "\n";
-    return ex_config;
-  } catch (const std::system_error& e) {
+    return ex::config;
+  } catch (const config::unreadable& e) {
     std::cerr << "tprosshy: " << c->config << ": " << e.code().message() << "\n";
-    return ex_noinput;
+    return ex::noinput;
+  } catch (const std::system_error& e) {
+    // Not the config's fault: say what failed, as what it is.
+    std::cerr << "tprosshy: " << e.what() << "\n";
+    return ex::oserr;
   } catch (const std::exception& e) {
     std::cerr << "tprosshy: " << e.what() << "\n";
-    return ex_software;
+    return ex::software;
   }
 }
 

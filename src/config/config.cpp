@@ -266,7 +266,7 @@ struct loader {
   node load(const fs::path& real, const std::string& display) {
     auto f = read_file(real);
     if (f.err)
-      throw std::system_error(f.err, std::generic_category(), "cannot read config file " + display);
+      throw unreadable(f.err, std::generic_category(), "cannot read config file " + display);
     location top{display, 1, 1};
     if (!f.not_regular.empty())
       throw error(top, "this is " + f.not_regular +

@@ -8,6 +8,7 @@
 #include <stdexcept>
 #include <string>
 #include <string_view>
+#include <system_error>
 #include <vector>
 
 #include "net/prefix.hpp"
@@ -35,6 +36,12 @@ class error : public std::runtime_error {
  private:
   location where_;
   std::string message_;
+};
+
+// A top-level config file that is missing or cannot be read (EX_NOINPUT): what() names it.
+class unreadable : public std::system_error {
+ public:
+  using std::system_error::system_error;
 };
 
 // Every mistake a load found, at most limits::errors of them, in file order (the files in
@@ -150,7 +157,7 @@ inline constexpr std::size_t errors = 20;
 
 // Reads, validates against schemas/tprosshy.schema.json, merges includes and defaults,
 // expands ${VAR} and ~. Throws config::error; a missing or unreadable top-level file, or a
-// directory, throws std::system_error instead (the CLI maps it to EX_NOINPUT). A top-level
+// directory, throws config::unreadable instead (the CLI maps it to EX_NOINPUT). A top-level
 // file that is there but cannot be a config (a device, FIFO or socket, or a file larger than
 // limits::file_bytes) is a config::error at file:1:1. Only regular files are read, and a
 // FIFO never blocks the load.

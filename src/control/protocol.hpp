@@ -11,13 +11,17 @@
 #include <string>
 #include <string_view>
 
+#include "net/exit_codes.hpp"
+
 namespace tprosshy::control {
 
 // A request line may be this long, its newline not counted.
 inline constexpr std::size_t max_request = 4096;
 
-// Exit codes (sysexits.h) the server itself answers with; the reload handler adds its own.
-inline constexpr int reply_ok = 0, reply_usage = 64, reply_software = 70, reply_busy = 75;
+// Exit codes (net/exit_codes.hpp) the server itself answers with; the reload handler adds
+// its own.
+inline constexpr int reply_ok = exit_code::ok, reply_usage = exit_code::usage,
+                     reply_software = exit_code::software, reply_busy = exit_code::tempfail;
 
 struct reply {
   int code = reply_ok;

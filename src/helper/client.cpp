@@ -11,6 +11,7 @@
 #include <cstring>
 #include <system_error>
 
+#include "net/exit_codes.hpp"
 #include "net/fd_passing.hpp"
 
 extern char** environ;
@@ -117,7 +118,8 @@ void client::gone(const std::string& why) {
       what = WIFEXITED(status)
                  ? "the helper exited with code " + std::to_string(WEXITSTATUS(status))
                  : "the helper was killed by signal " + std::to_string(WTERMSIG(status));
-      if (WIFEXITED(status) && WEXITSTATUS(status) == 77) what += " (it must run as root)";
+      if (WIFEXITED(status) && WEXITSTATUS(status) == exit_code::noperm)
+        what += " (it must run as root)";
     }
   }
   fail(ECONNRESET, what);

@@ -34,6 +34,7 @@
 #include "helper/confine.hpp"
 #include "helper/protocol.hpp"
 #include "helper/sock_diag.hpp"
+#include "net/exit_codes.hpp"
 #include "net/fd.hpp"
 #include "net/fd_passing.hpp"
 #include "nft/netlink.hpp"
@@ -47,7 +48,7 @@ using local = asio::local::stream_protocol;
 
 namespace {
 
-constexpr int ex_usage = 64, ex_oserr = 71, ex_noperm = 77;
+namespace ex = exit_code;
 
 struct holder {
   uint32_t uid;
@@ -469,19 +470,19 @@ int serve(const options& o) {
   setup_logging();
   if (::geteuid() != 0) {
     std::cerr << "tprosshy helper: must run as root (it installs nftables rules for its callers)\n";
-    return ex_noperm;
+    return ex::noperm;
   }
   ::signal(SIGPIPE, SIG_IGN);
   state st;
   if (::stat("/proc/self/ns/net", &st.netns) != 0) {
     std::cerr << "tprosshy helper: /proc/self/ns/net: " << std::strerror(errno) << "\n";
-    return ex_oserr;
+    return ex::oserr;
   }
   asio::io_context io(1);
   if (o.stdio) {
     if (!is_unix_stream(0)) {
       std::cerr << "tprosshy helper: --stdio needs a connected Unix stream socket on fd 0\n";
-      return ex_usage;
+      return ex::usage;
     }
     // The daemon that spawned us decides when its rules go: by closing the connection.
     for (int sig : {SIGINT, SIGTERM, SIGHUP}) ::signal(sig, SIG_IGN);
@@ -501,7 +502,7 @@ int serve(const options& o) {
       listener = listen_at(path, o.group);
     } catch (const std::system_error& e) {
       std::cerr << "tprosshy helper: " << e.what() << "\n";
-      return ex_oserr;
+      return ex::oserr;
     }
   }
   struct stat made {};  // to remove the socket file at the end only if it is still ours

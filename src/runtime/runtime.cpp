@@ -14,6 +14,7 @@
 #include <set>
 
 #include "dns/router.hpp"
+#include "net/exit_codes.hpp"
 #include "net/interfaces.hpp"
 #include "proxy/server.hpp"
 #include "routing/table.hpp"
@@ -358,7 +359,7 @@ asio::awaitable<void> runtime::stop() {
 asio::awaitable<runtime::reload_result> runtime::reload(std::filesystem::path file) {
   auto& i = *impl_;
   auto slot = co_await i.reloading.enter();
-  if (i.stopping) co_return reload_result{75, "tprosshy is stopping"};
+  if (i.stopping) co_return reload_result{exit_code::tempfail, "tprosshy is stopping"};
   auto r = co_await i.reload(file);
   if (r.code == 0) {
     ++i.reloads_ok;
@@ -376,9 +377,9 @@ asio::awaitable<runtime::reload_result> runtime::impl::reload(const std::filesys
   try {
     next = config::load(file);
   } catch (const config::error& e) {
-    co_return reload_result{78, e.what()};
-  } catch (const std::system_error& e) {
-    co_return reload_result{66, file.string() + ": " + e.code().message()};
+    co_return reload_result{exit_code::config, e.what()};
+  } catch (const config::unreadable& e) {
+    co_return reload_result{exit_code::noinput, file.string() + ": " + e.code().message()};
   }
 
   // What the running process was built around cannot change under it.
@@ -398,10 +399,11 @@ asio::awaitable<runtime::reload_result> runtime::impl::reload(const std::filesys
   if (!fixed.empty()) {
     std::string keys;
     for (auto& k : fixed) keys += (keys.empty() ? "" : ", ") + k;
-    co_return reload_result{78, file.string() + ": " + keys +
-                                    (fixed.size() == 1 ? " cannot" : " cannot") +
-                                    " change while tprosshy runs (restart it for that); nothing "
-                                    "was changed"};
+    co_return reload_result{exit_code::config,
+                            file.string() + ": " + keys +
+                                (fixed.size() == 1 ? " cannot" : " cannot") +
+                                " change while tprosshy runs (restart it for that); nothing "
+                                "was changed"};
   }
 
   // Profiles by name: the same connection keeps its ssh; any other change gets a new one.
@@ -439,7 +441,7 @@ asio::awaitable<runtime::reload_result> runtime::impl::reload(const std::filesys
   // New ssh servers go into this very ruleset, so a profile that routes everything never
   // sends its own ssh into a tunnel; one not found yet is retried when it starts.
   for (auto& p : added) co_await p->locate(std::chrono::seconds(5));
-  if (stopping) co_return reload_result{75, "tprosshy is stopping"};
+  if (stopping) co_return reload_result{exit_code::tempfail, "tprosshy is stopping"};
 
   auto snap = std::make_shared<snapshot>();
   snap->table = make_table(next);
@@ -466,8 +468,9 @@ asio::awaitable<runtime::reload_result> runtime::impl::reload(const std::filesys
           [this](profile& p, const net::address& a, std::uint32_t ttl) { learn(p, a, ttl); },
           own_socket());
     } catch (const boost::system::system_error& e) {
-      co_return reload_result{71, "cannot listen on DNS port " + std::to_string(next.dns_port) +
-                                      ": " + e.code().message() + "; nothing was changed"};
+      co_return reload_result{exit_code::oserr, "cannot listen on DNS port " +
+                                                    std::to_string(next.dns_port) + ": " +
+                                                    e.code().message() + "; nothing was changed"};
     }
   }
 
@@ -482,8 +485,8 @@ asio::awaitable<runtime::reload_result> runtime::impl::reload(const std::filesys
   } catch (const std::exception& e) {
     if (dns_created) std::swap(dns, fresh_dns);
     draining = retiring;
-    co_return reload_result{
-        71, std::string("cannot install the new ruleset: ") + e.what() + "; nothing was changed"};
+    co_return reload_result{exit_code::oserr, std::string("cannot install the new ruleset: ") +
+                                                  e.what() + "; nothing was changed"};
   }
 
   // Cached answers stay, but for names that now go elsewhere or to a new nameserver.
@@ -518,9 +521,10 @@ asio::awaitable<runtime::reload_result> runtime::impl::reload(const std::filesys
   for (auto& p : added) start(p);
   for (auto& p : retired)
     asio::co_spawn(ex, p->drain(cfg.drain_timeout, successor[p.get()]), asio::detached);
-  co_return reload_result{0, std::to_string(enabled.size() - added.size()) + " profiles kept, " +
-                                 std::to_string(added.size()) + " started, " +
-                                 std::to_string(retired.size()) + " draining"};
+  co_return reload_result{exit_code::ok, std::to_string(enabled.size() - added.size()) +
+                                             " profiles kept, " + std::to_string(added.size()) +
+                                             " started, " + std::to_string(retired.size()) +
+                                             " draining"};
 }
 
 control::status runtime::status() const {
