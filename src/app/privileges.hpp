@@ -1,7 +1,8 @@
 #pragma once
 // Who the daemon runs as. Only the helper process is ever root for a user: under
 // `sudo tprosshy -c FILE` with FILE the invoking user's, the root half spawns the helper and
-// the rest becomes that user before it reads any file (see DESIGN.md, "Trust boundary").
+// the rest becomes that user before it reads any file (docs/ARCHITECTURE.md, "The trust
+// boundary").
 #include <sys/types.h>
 
 #include <filesystem>

@@ -1,7 +1,7 @@
 #pragma once
 // The running router: every profile by name, the listeners, the DNS front, the ruleset in
 // the kernel, and the snapshot new flows are routed by. One io_context runs it all on one
-// thread (see DESIGN.md), so none of this is locked.
+// thread (docs/ARCHITECTURE.md, "Threading"), so none of this is locked.
 #include <boost/asio/any_io_executor.hpp>
 #include <boost/asio/awaitable.hpp>
 #include <chrono>
@@ -26,8 +26,8 @@ struct listen_error : std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
-// Where the ruleset goes: the helper process (see DESIGN.md, "Trust boundary"). Each call
-// is one atomic change or throws std::system_error saying what was refused.
+// Where the ruleset goes: the helper process (docs/ARCHITECTURE.md, "The trust boundary").
+// Each call is one atomic change or throws std::system_error saying what was refused.
 // The account ssh_user names (every ssh runs as it); none when unset. Throws
 // std::runtime_error, naming where ssh_user is set, when the account is gone.
 std::optional<tunnel::account> ssh_account(const config::config& c);
