@@ -32,6 +32,7 @@ SOURCE_DIR = Path(os.environ.get("TPROSSHY_SOURCE_DIR", Path(__file__).resolve()
 LAB_SCRIPT = SOURCE_DIR / "tests" / "lab" / "lab"
 CLIENT_PY = SOURCE_DIR / "tests" / "lab" / "client.py"
 FLOWS_PY = SOURCE_DIR / "tests" / "lab" / "flows.py"
+PROBE_PY = SOURCE_DIR / "tests" / "lab" / "probe.py"
 ROLES = ("client", "srv1", "srv2", "t1", "t2", "lan")
 
 
@@ -509,6 +510,41 @@ class Tprosshy:
     def kill(self):
         if self.proc is not None:
             _kill_popen(self.proc)
+
+
+# srv1, the client's next hop (and the gateway's), counts every packet that reaches it for
+# t1's network but its own address there (where the tunnel's own traffic goes).
+_NEXT_HOP_COUNTER = """table inet leak {
+  chain pre {
+    type filter hook prerouting priority -300; policy accept;
+    ip daddr @T1_NET4@ ip daddr != @SRV1_NET_IP4@ counter
+    ip6 daddr @T1_NET6@ ip6 daddr != @SRV1_NET_IP6@ counter
+  }
+}
+"""
+
+
+class NextHop:
+    """What reaches srv1 for t1's network: the client's IPv4 default route goes there
+    already, the IPv6 route is added. count() is the packets so far."""
+
+    def __init__(self, lab):
+        self.lab = lab
+        lab.exec("client", ["ip", "-6", "route", "add", lab["T1_NET6"], "via", lab["SRV1_IP6"]],
+                 check=True)
+        lab.exec("srv1", ["nft", "-f", "-"], input=lab.subst(_NEXT_HOP_COUNTER), check=True)
+
+    def count(self):
+        out = self.lab.exec("srv1", ["nft", "list", "table", "inet", "leak"], check=True).stdout
+        return sum(int(n) for n in re.findall(r"packets (\d+)", out))
+
+
+def probe(lab, what, host, role="client"):
+    """tests/lab/probe.py in ROLE: (verdict, milliseconds), as it prints them."""
+    r = lab.exec(role, ["python3", PROBE_PY, what, host, "--timeout", "2"], timeout=30)
+    if r.returncode != 0:
+        raise LabError(f"probe {what} {host} from {role}: {r.stderr.strip()}")
+    return r.stdout.split()[0], float(r.stdout.split()[-1])
 
 
 def _kill_popen(p):

@@ -1,12 +1,9 @@
 """Nothing leaks: what no tunnel carries (UDP, QUIC, ICMP, ...) to a routed address is
 refused at once, locally and from the LAN, and never reaches the next hop; what keeps the
 machine on its network is never refused, even with everything routed."""
-import re
 import unittest
 
-from lab import SOURCE_DIR, LabTestCase, parse_who
-
-PROBE = SOURCE_DIR / "tests" / "lab" / "probe.py"
+from lab import LabTestCase, NextHop, parse_who, probe
 
 PROFILE = """
 profiles:
@@ -17,37 +14,18 @@ profiles:
     dns: {{domains: ["@T1_DOMAIN@"]}}
 {extra}"""
 
-COUNTER = """table inet leak {
-  chain pre {
-    type filter hook prerouting priority -300; policy accept;
-    ip daddr @T1_NET4@ counter
-    ip6 daddr @T1_NET6@ counter
-  }
-}
-"""
-
 
 class OtherProtocols(LabTestCase):
     @classmethod
     def setUpClass(cls):
         super().setUpClass()
-        lab = cls.lab
-        # The client's next hop (srv1) counts every packet that reaches it for t1's network:
-        # the v4 default route goes there already, the v6 one is added.
-        lab.exec("client", ["ip", "-6", "route", "add", lab["T1_NET6"], "via", lab["SRV1_IP6"]],
-                 check=True)
-        lab.exec("srv1", ["nft", "-f", "-"], input=lab.subst(COUNTER), check=True)
+        cls.next_hop = NextHop(cls.lab)
 
     def leaked(self):
-        """Packets for t1's network that reached srv1 so far."""
-        out = self.lab.exec("srv1", ["nft", "list", "table", "inet", "leak"], check=True).stdout
-        return sum(int(n) for n in re.findall(r"packets (\d+)", out))
+        return self.next_hop.count()
 
     def probe(self, what, host, role="client"):
-        r = self.lab.exec(role, ["python3", PROBE, what, host, "--timeout", "2"], timeout=30)
-        self.assertEqual(r.returncode, 0, r.stderr)
-        verdict, took = r.stdout.split()[0], float(r.stdout.split()[-1])
-        return verdict, took
+        return probe(self.lab, what, host, role)
 
     def refused(self, t):
         """net1's refused packets, as `status --json` says."""

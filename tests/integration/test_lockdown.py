@@ -8,9 +8,7 @@ import signal
 import time
 import unittest
 
-from lab import SOURCE_DIR, LabTestCase, LocalUser, parse_who, tprosshy_bin, wait_until
-
-PROBE = SOURCE_DIR / "tests" / "lab" / "probe.py"
+from lab import LabTestCase, LocalUser, NextHop, parse_who, probe, tprosshy_bin, wait_until
 
 # srv1 by a name only the client's resolver knows, which the lock refuses after a crash.
 CONFIG = """
@@ -24,40 +22,22 @@ profiles:
     dns: {{domains: ["@T1_DOMAIN@"]}}
 """
 
-# From the client only: srv1's own address on t1's network is in T1_NET4 too, and the
-# tunnel's traffic to it is no leak.
-COUNTER = """table inet leak {
-  chain pre {
-    type filter hook prerouting priority -300; policy accept;
-    ip saddr @CLIENT_SRV1_IP4@ ip daddr @T1_NET4@ counter
-    ip6 saddr @CLIENT_SRV1_IP6@ ip6 daddr @T1_NET6@ counter
-  }
-}
-"""
-
 
 class Lockdown(LabTestCase):
     @classmethod
     def setUpClass(cls):
         super().setUpClass()
-        lab = cls.lab
-        # srv1, the client's next hop, counts what reaches it for t1's network.
-        lab.exec("client", ["ip", "-6", "route", "add", lab["T1_NET6"], "via", lab["SRV1_IP6"]],
-                 check=True)
-        lab.exec("srv1", ["nft", "-f", "-"], input=lab.subst(COUNTER), check=True)
+        cls.next_hop = NextHop(cls.lab)
 
     def setUp(self):
         self.addCleanup(self.lab.exec, "client", ["nft", "delete", "table", "inet",
                                                   "tprosshy_lock"])
 
     def leaked(self):
-        out = self.lab.exec("srv1", ["nft", "list", "table", "inet", "leak"], check=True).stdout
-        return sum(int(n) for n in re.findall(r"packets (\d+)", out))
+        return self.next_hop.count()
 
     def probe(self, what, host, role="client"):
-        r = self.lab.exec(role, ["python3", PROBE, what, host, "--timeout", "2"], timeout=30)
-        self.assertEqual(r.returncode, 0, r.stderr)
-        return r.stdout.split()[0], float(r.stdout.split()[-1])
+        return probe(self.lab, what, host, role)
 
     def config(self, lockdown=True):
         return CONFIG.format(lockdown="true" if lockdown else "false")

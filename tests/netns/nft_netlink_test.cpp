@@ -510,18 +510,25 @@ TEST_F(nft_redirect, learned_address_is_redirected) {
   EXPECT_EQ(original_dst(g.fd, false), "198.18.99.9:443");
 }
 
-TEST_F(nft_redirect, dns_to_a_resolver_reaches_the_dns_port) {
-  fd_guard dns(::socket(AF_INET, SOCK_DGRAM, 0));
+// A UDP socket bound to a free port of 127.0.0.1; its port, 0 when it could not bind.
+uint16_t bind_udp_loopback(int fd) {
   sockaddr_in a{};
   a.sin_family = AF_INET;
   ::inet_pton(AF_INET, "127.0.0.1", &a.sin_addr);
-  ASSERT_EQ(::bind(dns.fd, reinterpret_cast<sockaddr*>(&a), sizeof a), 0);
+  if (::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) return 0;
   socklen_t len = sizeof a;
-  ::getsockname(dns.fd, reinterpret_cast<sockaddr*>(&a), &len);
+  ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
+  return ntohs(a.sin_port);
+}
+
+TEST_F(nft_redirect, dns_to_a_resolver_reaches_the_dns_port) {
+  fd_guard dns(::socket(AF_INET, SOCK_DGRAM, 0));
+  const uint16_t dns_port = bind_udp_loopback(dns.fd);
+  ASSERT_NE(dns_port, 0);
   ruleset r;
   r.tcp_port = 1;
   r.capture_dns = true;
-  r.dns_port = ntohs(a.sin_port);
+  r.dns_port = dns_port;
   r.resolvers = {samples::ip("198.18.99.53")};
   netlink nl;
   nl.install(r);
@@ -582,17 +589,13 @@ TEST_F(nft_redirect, lock_refuses_what_the_main_table_does_not_redirect) {
   const uint16_t port = listen_on(l.fd, "127.0.0.1", false);
   ASSERT_NE(port, 0);
   fd_guard dns(::socket(AF_INET, SOCK_DGRAM, 0));
-  sockaddr_in d{};
-  d.sin_family = AF_INET;
-  ::inet_pton(AF_INET, "127.0.0.1", &d.sin_addr);
-  ASSERT_EQ(::bind(dns.fd, reinterpret_cast<sockaddr*>(&d), sizeof d), 0);
-  socklen_t len = sizeof d;
-  ::getsockname(dns.fd, reinterpret_cast<sockaddr*>(&d), &len);
+  const uint16_t dns_port = bind_udp_loopback(dns.fd);
+  ASSERT_NE(dns_port, 0);
   ruleset r;
   r.mark = 0x7470;
   r.tcp_port = port;
   r.capture_dns = true;
-  r.dns_port = ntohs(d.sin_port);
+  r.dns_port = dns_port;
   r.resolvers = {samples::ip("198.18.1.53")};
   r.bypass = {{samples::ip("198.18.99.7"), 22, "lab"}};
   r.profiles.push_back({"lab", {samples::cidr("198.18.99.0/24")}, {}, false});
