@@ -1,5 +1,7 @@
 #include "runtime/plan.hpp"
 
+#include <set>
+
 namespace tprosshy::runtime {
 
 routing::table make_table(const config::config& cfg) {
@@ -55,6 +57,49 @@ nft::ruleset make_ruleset(const config::config& cfg, const routing::table& table
     r.profiles.push_back(std::move(by_id[id]));
   }
   return r;
+}
+
+bool same_connection(const config::profile& a, const config::profile& b) {
+  return a.hosts == b.hosts && a.ssh_args == b.ssh_args && a.pool == b.pool &&
+         a.health == b.health && a.host_keys == b.host_keys;
+}
+
+reload_plan plan_reload(const config::config& now, const config::config& next,
+                        const std::map<std::string, config::profile>& running) {
+  reload_plan plan;
+  auto text = [](const std::optional<config::endpoint>& e) { return e ? e->to_string() : ""; };
+  auto addr = [](const std::optional<net::address>& a) { return a ? a->to_string() : ""; };
+  auto fixed = [&](bool changed, const char* key) {
+    if (changed) plan.fixed.emplace_back(key);
+  };
+  fixed(next.mode != now.mode, "mode");
+  fixed(next.gateway_interfaces != now.gateway_interfaces, "gateway.interfaces");
+  fixed(addr(next.listen_address) != addr(now.listen_address), "listen.address");
+  fixed(next.tcp_port != now.tcp_port, "listen.tcp_port");
+  fixed(next.dns_port != now.dns_port, "listen.dns_port");
+  fixed(next.cache_size != now.cache_size, "dns.cache_size");
+  fixed(next.control_socket != now.control_socket, "control.socket");
+  fixed(next.helper_socket != now.helper_socket, "helper");
+  fixed(next.ssh_user != now.ssh_user, "ssh_user");
+  fixed(text(next.metrics_listen) != text(now.metrics_listen), "metrics.listen");
+  if (!plan.fixed.empty()) return plan;
+
+  std::set<std::string> enabled;
+  for (const auto& pc : next.profiles) {
+    if (!pc.enabled) {
+      plan.profiles.push_back({reload_plan::step::disabled, pc.name, false});
+      continue;
+    }
+    enabled.insert(pc.name);
+    const auto it = running.find(pc.name);
+    if (it != running.end() && same_connection(it->second, pc))
+      plan.profiles.push_back({reload_plan::step::keep, pc.name, false});
+    else
+      plan.profiles.push_back({reload_plan::step::start, pc.name, it != running.end()});
+  }
+  for (const auto& [name, settings] : running)
+    if (!enabled.contains(name)) plan.removed.push_back(name);
+  return plan;
 }
 
 }  // namespace tprosshy::runtime

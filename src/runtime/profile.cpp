@@ -17,6 +17,7 @@
 
 #include "dns/resolv_conf.hpp"
 #include "runtime/failover.hpp"
+#include "runtime/plan.hpp"
 #include "tunnel/ssh.hpp"
 
 namespace tprosshy::runtime {
@@ -128,9 +129,7 @@ void profile::make_dns() {
 }
 
 bool profile::same_connection(const config::profile& other) const {
-  return settings_.hosts == other.hosts && settings_.ssh_args == other.ssh_args &&
-         settings_.pool == other.pool && settings_.health == other.health &&
-         settings_.host_keys == other.host_keys;
+  return runtime::same_connection(settings_, other);
 }
 
 std::vector<std::string> profile::ssh_args() const {

@@ -382,58 +382,46 @@ asio::awaitable<runtime::reload_result> runtime::impl::reload(const std::filesys
     co_return reload_result{exit_code::noinput, file.string() + ": " + e.code().message()};
   }
 
-  // What the running process was built around cannot change under it.
-  std::vector<std::string> fixed;
-  auto text = [](const std::optional<config::endpoint>& e) { return e ? e->to_string() : ""; };
-  auto addr = [](const std::optional<net::address>& a) { return a ? a->to_string() : ""; };
-  if (next.mode != cfg.mode) fixed.push_back("mode");
-  if (next.gateway_interfaces != cfg.gateway_interfaces) fixed.push_back("gateway.interfaces");
-  if (addr(next.listen_address) != addr(cfg.listen_address)) fixed.push_back("listen.address");
-  if (next.tcp_port != cfg.tcp_port) fixed.push_back("listen.tcp_port");
-  if (next.dns_port != cfg.dns_port) fixed.push_back("listen.dns_port");
-  if (next.cache_size != cfg.cache_size) fixed.push_back("dns.cache_size");
-  if (next.control_socket != cfg.control_socket) fixed.push_back("control.socket");
-  if (next.helper_socket != cfg.helper_socket) fixed.push_back("helper");
-  if (next.ssh_user != cfg.ssh_user) fixed.push_back("ssh_user");
-  if (text(next.metrics_listen) != text(cfg.metrics_listen)) fixed.push_back("metrics.listen");
-  if (!fixed.empty()) {
+  std::map<std::string, config::profile> running;
+  for (auto& [name, p] : profiles) running.emplace(name, p->settings());
+  const auto plan = plan_reload(cfg, next, running);
+  if (!plan.fixed.empty()) {
     std::string keys;
-    for (auto& k : fixed) keys += (keys.empty() ? "" : ", ") + k;
+    for (auto& k : plan.fixed) keys += (keys.empty() ? "" : ", ") + k;
     co_return reload_result{exit_code::config,
                             file.string() + ": " + keys +
-                                (fixed.size() == 1 ? " cannot" : " cannot") +
-                                " change while tprosshy runs (restart it for that); nothing "
-                                "was changed"};
+                                " cannot change while tprosshy runs (restart it for that); "
+                                "nothing was changed"};
   }
 
-  // Profiles by name: the same connection keeps its ssh; any other change gets a new one.
+  // The plan carried out: a kept profile keeps its ssh, a started one gets new ones.
   std::vector<std::shared_ptr<profile>> by_id, added, retired;
   std::map<profile*, std::weak_ptr<profile>> successor;
   std::vector<std::pair<profile*, config::profile>> updates;
-  std::set<std::string> names;
-  for (auto& pc : next.profiles) {
-    if (!pc.enabled) {
+  for (std::size_t k = 0; k < plan.profiles.size(); ++k) {
+    const auto& step = plan.profiles[k];
+    const auto& pc = next.profiles[k];
+    if (step.what == reload_plan::step::disabled) {
       by_id.push_back(nullptr);
       continue;
     }
-    names.insert(pc.name);
-    auto it = profiles.find(pc.name);
-    if (it != profiles.end() && it->second->same_connection(pc)) {
-      updates.emplace_back(it->second.get(), pc);
-      by_id.push_back(it->second);
+    if (step.what == reload_plan::step::keep) {
+      auto& p = profiles.at(step.name);
+      updates.emplace_back(p.get(), pc);
+      by_id.push_back(p);
       continue;
     }
     auto p = make_profile(pc, pc.name + "." + std::to_string(++generation));
     added.push_back(p);
     by_id.push_back(p);
-    if (it != profiles.end()) {
-      p->replaces(it->second);
-      successor[it->second.get()] = p;
-      retired.push_back(it->second);
+    if (step.replaces) {
+      auto& old = profiles.at(step.name);
+      p->replaces(old);
+      successor[old.get()] = p;
+      retired.push_back(old);
     }
   }
-  for (auto& [name, p] : profiles)
-    if (!names.contains(name)) retired.push_back(p);
+  for (auto& name : plan.removed) retired.push_back(profiles.at(name));
   std::vector<std::shared_ptr<profile>> enabled;
   for (auto& p : by_id)
     if (p) enabled.push_back(p);

@@ -78,5 +78,122 @@ TEST(Plan, GatewayModeHooksTheLanInterfaces) {
   EXPECT_TRUE(r.output);  // the gateway's own traffic is routed too
 }
 
+// --- reload: what is kept, started, drained, refused --------------------------------
+
+using step = reload_plan::step;
+
+std::map<std::string, config::profile> running_of(const config::config& c) {
+  std::map<std::string, config::profile> out;
+  for (auto& p : c.profiles)
+    if (p.enabled) out.emplace(p.name, p);
+  return out;
+}
+
+std::string steps(const reload_plan& p) {
+  std::string out;
+  for (auto& e : p.profiles)
+    out += (out.empty() ? "" : " ") + e.name + ":" +
+           (e.what == step::keep       ? "keep"
+            : e.what == step::disabled ? "off"
+            : e.replaces               ? "replace"
+                                       : "start");
+  for (auto& n : p.removed) out += " -" + n;
+  return out;
+}
+
+struct reload_case {
+  const char* what;
+  void (*change)(config::config&);
+  const char* want;  // steps(), or the fixed keys joined by ","
+};
+
+TEST(Plan, ReloadDecidesByName) {
+  const reload_case cases[] = {
+      {"nothing changed", [](config::config&) {}, "wide:keep narrow:keep off:off"},
+      {"routes and DNS apply in place",
+       [](config::config& c) {
+         c.profiles[0].subnets.push_back(pfx("10.9.0.0/16"));
+         c.profiles[0].dns.domains = {"other.test"};
+         c.profiles[1].refuse_other = false;
+       },
+       "wide:keep narrow:keep off:off"},
+      {"a new host means new ssh, the old one drains",
+       [](config::config& c) { c.profiles[1].hosts = {"srv9"}; },
+       "wide:keep narrow:replace off:off"},
+      {"ssh_args, pool, health and host keys too",
+       [](config::config& c) {
+         c.profiles[0].ssh_args = {"-p", "2222"};
+         c.profiles[1].pool = 3;
+       },
+       "wide:replace narrow:replace off:off"},
+      {"reordered: kept by name",
+       [](config::config& c) { std::swap(c.profiles[0], c.profiles[1]); },
+       "narrow:keep wide:keep off:off"},
+      {"removed and disabled drain",
+       [](config::config& c) {
+         c.profiles.erase(c.profiles.begin());
+         c.profiles[0].enabled = false;
+       },
+       "narrow:off off:off -narrow -wide"},
+      {"enabled and added start",
+       [](config::config& c) {
+         c.profiles[2].enabled = true;
+         c.profiles.push_back({.name = "fresh", .hosts = {"srv4"}});
+       },
+       "wide:keep narrow:keep off:start fresh:start"},
+      {"renamed: a new one starts, the old name drains",
+       [](config::config& c) { c.profiles[1].name = "slim"; },
+       "wide:keep slim:start off:off -narrow"},
+  };
+  const auto now = two_profiles();
+  for (const auto& c : cases) {
+    SCOPED_TRACE(c.what);
+    auto next = now;
+    c.change(next);
+    const auto plan = plan_reload(now, next, running_of(now));
+    EXPECT_TRUE(plan.fixed.empty());
+    EXPECT_EQ(steps(plan), c.want);
+  }
+}
+
+TEST(Plan, ReloadRefusesWhatCannotChangeWhileRunning) {
+  const reload_case cases[] = {
+      {"mode", [](config::config& c) { c.mode = config::run_mode::gateway; }, "mode"},
+      {"interfaces", [](config::config& c) { c.gateway_interfaces = {"eth1"}; },
+       "gateway.interfaces"},
+      {"ports",
+       [](config::config& c) {
+         c.tcp_port = 7070;
+         c.dns_port = 5353;
+       },
+       "listen.tcp_port,listen.dns_port"},
+      {"listen address",
+       [](config::config& c) { c.listen_address = boost::asio::ip::make_address("198.18.9.1"); },
+       "listen.address"},
+      {"the rest",
+       [](config::config& c) {
+         c.cache_size = 5;
+         c.control_socket = "/run/other.sock";
+         c.helper_socket = "/run/other-helper.sock";
+         c.ssh_user = "nobody";
+         c.metrics_listen = config::endpoint{ip("127.0.0.1"), 9100};
+       },
+       "dns.cache_size,control.socket,helper,ssh_user,metrics.listen"},
+      {"lockdown may change", [](config::config& c) { c.lockdown = true; }, ""},
+  };
+  const auto now = two_profiles();
+  for (const auto& c : cases) {
+    SCOPED_TRACE(c.what);
+    auto next = now;
+    c.change(next);
+    next.profiles[1].hosts = {"srv9"};  // refused, the plan says nothing of profiles
+    const auto plan = plan_reload(now, next, running_of(now));
+    std::string keys;
+    for (auto& k : plan.fixed) keys += (keys.empty() ? "" : ",") + k;
+    EXPECT_EQ(keys, c.want);
+    EXPECT_EQ(plan.profiles.empty(), !keys.empty());
+  }
+}
+
 }  // namespace
 }  // namespace tprosshy::runtime
