@@ -698,16 +698,22 @@ int run(const cli& c) {
       return e.code().value() == EPERM ? ex::noperm : ex::oserr;
     }
   }
-  // With lockdown off, a lock a crashed run left goes now: it would refuse this run's own
-  // lookups of its ssh servers until the ruleset is in.
-  if (root && !cfg.lockdown) {
+  // A lock a crashed run left: with lockdown off it goes now (it would refuse this run's
+  // own lookups of its ssh servers until the ruleset is in); with lockdown on, its learned
+  // addresses carry over to this run, and its replacement takes its place at the install.
+  std::map<std::string, std::vector<nft::learned_address>> adopted;
+  if (root) {
     try {
       nft::netlink nl;
-      if (const auto lock = drop_stale_lock(nl))
-        spdlog::warn("removed table inet {}, which a run with lockdown left (lockdown is off)",
-                     nft::lock_table);
+      if (!cfg.lockdown) {
+        if (const auto lock = drop_stale_lock(nl))
+          spdlog::warn("removed table inet {}, which a run with lockdown left (lockdown is off)",
+                       nft::lock_table);
+      } else if (const auto main = nl.describe("tprosshy"); !main.owned) {
+        adopted = nl.describe(nft::lock_table).learned;
+      }
     } catch (const std::exception& e) {
-      spdlog::warn("cannot remove table inet {}: {}", nft::lock_table, e.what());
+      spdlog::warn("cannot read table inet {}: {}", nft::lock_table, e.what());
     }
   }
   helper_kernel kernel(std::move(*helper));
@@ -716,6 +722,8 @@ int run(const cli& c) {
   asio::signal_set signals(io, SIGINT, SIGTERM, SIGHUP);
   unblock_signals();
   runtime::runtime rt(io.get_executor(), std::move(cfg), kernel);
+  if (const auto n = rt.adopt(adopted))
+    spdlog::info("lockdown: {} learned addresses of the crashed run's lock routed again", n);
   const auto notify = notifier::from_environment();
   // A duplicate of the helper's socket to wait on (the client's calls stay blocking).
   asio::posix::stream_descriptor watch(io, ::dup(kernel.fd()));

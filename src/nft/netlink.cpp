@@ -713,22 +713,49 @@ netlink::table_info netlink::describe(const std::string& name) {
     auto* h =
         nftnl_nlmsg_build_hdr(buf.data(), NFT_MSG_GETSETELEM, NFPROTO_INET, NLM_F_DUMP, i.seq++);
     nftnl_set_elems_nlmsg_build_payload(h, s.get());
-    std::size_t count = 0;
+    // A learned set's addresses, with the time each has left, go along.
+    const bool learned = set.starts_with("learn4_") || set.starts_with("learn6_");
+    struct seen {
+      std::size_t count = 0;
+      std::vector<learned_address>* learned = nullptr;
+    } acc;
+    if (learned) acc.learned = &out.learned[set.substr(7)];
     i.dump(h, [&](const nlmsghdr* m) {
       set_ptr got(check_alloc(nftnl_set_alloc()));
       if (nftnl_set_elems_nlmsg_parse(m, got.get()) < 0) return;
       nftnl_set_elem_foreach(
           got.get(),
-          [](nftnl_set_elem* e, void* n) {
+          [](nftnl_set_elem* e, void* data) {
+            auto& a = *static_cast<seen*>(data);
             // An interval's end marker is not an element of its own.
-            if (!nftnl_set_elem_is_set(e, NFTNL_SET_ELEM_FLAGS) ||
-                !(nftnl_set_elem_get_u32(e, NFTNL_SET_ELEM_FLAGS) & NFT_SET_ELEM_INTERVAL_END))
-              ++*static_cast<std::size_t*>(n);
+            if (nftnl_set_elem_is_set(e, NFTNL_SET_ELEM_FLAGS) &&
+                (nftnl_set_elem_get_u32(e, NFTNL_SET_ELEM_FLAGS) & NFT_SET_ELEM_INTERVAL_END))
+              return 0;
+            ++a.count;
+            uint32_t len = 0;
+            const auto* key =
+                static_cast<const uint8_t*>(nftnl_set_elem_get(e, NFTNL_SET_ELEM_KEY, &len));
+            if (!a.learned || !key || (len != 4 && len != 16)) return 0;
+            const uint64_t left_ms = nftnl_set_elem_is_set(e, NFTNL_SET_ELEM_EXPIRATION)
+                                         ? nftnl_set_elem_get_u64(e, NFTNL_SET_ELEM_EXPIRATION)
+                                         : 0;
+            net::address addr;
+            if (len == 4) {
+              boost::asio::ip::address_v4::bytes_type b;
+              std::copy(key, key + 4, b.begin());
+              addr = boost::asio::ip::address_v4(b);
+            } else {
+              boost::asio::ip::address_v6::bytes_type b;
+              std::copy(key, key + 16, b.begin());
+              addr = boost::asio::ip::address_v6(b);
+            }
+            if (left_ms > 0)
+              a.learned->push_back({addr, std::chrono::seconds((left_ms + 999) / 1000)});
             return 0;
           },
-          &count);
+          &acc);
     });
-    out.sets.push_back({set, count});
+    out.sets.push_back({set, acc.count});
   }
   out.refused = i.refused_in(name);
   return out;

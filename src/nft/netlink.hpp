@@ -38,6 +38,8 @@ class netlink {
     uint32_t owner = 0;  // that process's netlink port id (its pid, for its first socket)
     std::vector<std::pair<std::string, std::size_t>> sets;  // name, elements
     std::map<std::string, uint64_t> refused;                // packets, by profile
+    // The addresses of each profile's learned sets, with the time each has left.
+    std::map<std::string, std::vector<learned_address>> learned;
   };
   table_info describe(const std::string& table);
   // Packets refused so far by the installed table, by profile (other_protocols: reject),

@@ -331,6 +331,26 @@ asio::awaitable<void> runtime::nameservers_known(std::chrono::milliseconds limit
 
 void runtime::install() { impl_->install(); }
 
+std::size_t runtime::adopt(
+    const std::map<std::string, std::vector<nft::learned_address>>& learned) {
+  auto& i = *impl_;
+  std::size_t n = 0;
+  const auto now = routing::clock::now();
+  for (routing::profile_id id = 0; id < i.current->by_id.size(); ++id) {
+    const auto& p = i.current->by_id[id];
+    const auto it = p ? learned.find(p->name()) : learned.end();
+    if (it == learned.end() || !p->settings().dns.learn_routes) continue;
+    const auto& rules = p->settings().dns;
+    for (const auto& a : it->second) {
+      const auto ttl = std::min<std::chrono::seconds>(a.ttl, rules.learn_ttl_max);
+      if (i.current->table.learn(a.address, id, now + ttl, rules.learn_limit))
+        p->evicted(rules.learn_limit);
+      ++n;
+    }
+  }
+  return n;
+}
+
 asio::awaitable<void> runtime::stop() {
   auto& i = *impl_;
   i.stopping = true;

@@ -69,6 +69,10 @@ class runtime {
   boost::asio::awaitable<void> nameservers_known(std::chrono::milliseconds limit);
   // Installs the ruleset (one atomic batch). Throws std::system_error.
   void install();
+  // Addresses a crashed run had learned (its lock table's, by profile name), routed again
+  // for the time they have left, by the profiles of those names that learn routes: so a
+  // client's cached answer does not go direct after the restart. Before the first install.
+  std::size_t adopt(const std::map<std::string, std::vector<nft::learned_address>>& learned);
   // Stops listening, stops every tunnel (their flows are reset while the ruleset still
   // translates them), waits for them, then removes the ruleset.
   boost::asio::awaitable<void> stop();

@@ -257,12 +257,13 @@ struct tunnel::impl : std::enable_shared_from_this<impl> {
   struct channel {
     std::optional<mux::socket> control;
     std::string why;
-    bool answered = false;  // the master replied, opened or not
+    bool answered = false;   // the master replied, opened or not
+    bool timed_out = false;  // no reply within the set-up time
   };
   asio::awaitable<channel> open_channel(const tcp::endpoint& dst, int fd) {
     auto c = co_await open_channel(dst, fd, opt.setup_timeout);
     // ssh not answering a setup in time is a sign of a hung ssh or path: ask now.
-    if (!c.answered && c.why.starts_with("no answer")) next_probe.cancel();
+    if (c.timed_out) next_probe.cancel();
     co_return c;
   }
   asio::awaitable<channel> open_channel(const tcp::endpoint& dst, int fd,
@@ -298,7 +299,9 @@ struct tunnel::impl : std::enable_shared_from_this<impl> {
       co_return channel{
           {},
           "no answer from ssh within " +
-              (timeout < 10s ? std::to_string(timeout.count()) + " ms" : seconds(timeout))};
+              (timeout < 10s ? std::to_string(timeout.count()) + " ms" : seconds(timeout)),
+          false,
+          true};
     co_return std::move(std::get<0>(r));
   }
 

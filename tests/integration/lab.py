@@ -274,6 +274,7 @@ class Lab:
         p = self.popen(role, ["python3", FLOWS_PY, dl_ip, idle_ip], stdout=subprocess.PIPE,
                        text=True)
         if test is not None:
+            test.addCleanup(p.stdout.close)
             test.addCleanup(_kill_popen, p)
         line = p.stdout.readline()
         if "ready" not in line:

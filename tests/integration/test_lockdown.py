@@ -3,6 +3,7 @@ tprosshy_lock behind: its flows are reset, new TCP to a routed address is reset 
 and DNS for a profile's names are refused, and nothing reaches the next hop; the next start
 (whose ssh server is a host name, looked up through the lock) routes again by itself; a
 clean stop leaves no table; `tprosshy unlock` removes a crashed run's lock."""
+import os
 import re
 import signal
 import time
@@ -26,7 +27,12 @@ profiles:
 class Lockdown(LabTestCase):
     @classmethod
     def setUpClass(cls):
-        super().setUpClass()
+        # Answers live a minute: a learned address outlives a crash and a restart here.
+        os.environ["LAB_DNS_TTL"] = "60"
+        try:
+            super().setUpClass()
+        finally:
+            del os.environ["LAB_DNS_TTL"]
         cls.next_hop = NextHop(cls.lab)
 
     def setUp(self):
@@ -114,6 +120,28 @@ class Lockdown(LabTestCase):
         self.assertEqual(len(list(lab.tmp.glob("tprosshy.*"))), 1, list(lab.tmp.iterdir()))
         self.assertEqual(t2.stop(), 0)
         self.assertEqual(lab.nft_tables(), [], "a clean stop leaves no table")
+
+    def test_a_crashed_runs_learned_addresses_stay_locked_and_route_again(self):
+        lab = self.lab
+        ip = lab["T1_OUTSIDE_IP4"]  # not in a routed subnet: routed only once learned
+        t = self.tprosshy(self.config())
+        t.wait_ready()
+        r = lab.exec("client", ["dig", "+short", "+time=2", "+tries=2", lab["T1_OUTSIDE_NAME"]])
+        self.assertEqual(r.stdout.split(), [ip])
+        self.assertEqual(parse_who(lab.http_get("client", ip))["name"], "t1")
+        self.kill(t)
+        # The client still holds the answer: the lock refuses it rather than send it direct.
+        self.assertIn(ip, lab.exec("client", ["nft", "list", "set", "inet", "tprosshy_lock",
+                                              "learn4_net1"]).stdout)
+        self.assertIn("refused", lab.connect_error("client", ip) or "connected")
+        # The next run routes it again through the tunnel, without a new answer.
+        t2 = self.tprosshy(self.config())
+        t2.wait_ready()
+        self.assertIn("1 learned addresses of the crashed run's lock routed again", t2.log())
+        self.assertIn(ip, lab.exec("client", ["nft", "list", "set", "inet", "tprosshy",
+                                              "learn4_net1"]).stdout)
+        self.assertEqual(parse_who(lab.http_get("client", ip))["name"], "t1")
+        self.assertEqual(t2.stop(), 0)
 
     def test_unlock_removes_a_crashed_runs_lock(self):
         lab = self.lab

@@ -326,6 +326,12 @@ TEST_F(nft_netlink, describe_counts_a_tables_sets_and_drop_deletes_it) {
   EXPECT_EQ(sets["resolvers4"], 2u);  // 127.0.0.53 once, 198.18.0.53
   EXPECT_EQ(sets["route6_lab-2"], 1u);
   EXPECT_EQ(lock.refused, (std::map<std::string, uint64_t>{{"corp", 0}, {"lab-2", 0}}));
+  // The learned addresses, with the time they have left, for a next run to adopt.
+  ASSERT_EQ(lock.learned.count("corp"), 1u);
+  ASSERT_EQ(lock.learned.at("corp").size(), 1u);
+  EXPECT_EQ(lock.learned.at("corp")[0].address, samples::ip("198.18.50.1"));
+  EXPECT_GT(lock.learned.at("corp")[0].ttl.count(), 290);
+  EXPECT_LE(lock.learned.at("corp")[0].ttl.count(), 300);
   reader.drop("tprosshy_lock");
   EXPECT_FALSE(table_exists("tprosshy_lock"));
   EXPECT_TRUE(table_exists("tprosshy"));
