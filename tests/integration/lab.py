@@ -540,9 +540,10 @@ class NextHop:
         return sum(int(n) for n in re.findall(r"packets (\d+)", out))
 
 
-def probe(lab, what, host, role="client"):
+def probe(lab, what, host, role="client", port=None):
     """tests/lab/probe.py in ROLE: (verdict, milliseconds), as it prints them."""
-    r = lab.exec(role, ["python3", PROBE_PY, what, host, "--timeout", "2"], timeout=30)
+    argv = ["python3", PROBE_PY, what, host] + ([str(port)] if port else []) + ["--timeout", "2"]
+    r = lab.exec(role, argv, timeout=30)
     if r.returncode != 0:
         raise LabError(f"probe {what} {host} from {role}: {r.stderr.strip()}")
     return r.stdout.split()[0], float(r.stdout.split()[-1])

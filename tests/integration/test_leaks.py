@@ -24,8 +24,8 @@ class OtherProtocols(LabTestCase):
     def leaked(self):
         return self.next_hop.count()
 
-    def probe(self, what, host, role="client"):
-        return probe(self.lab, what, host, role)
+    def probe(self, what, host, role="client", port=None):
+        return probe(self.lab, what, host, role, port)
 
     def refused(self, t):
         """net1's refused packets, as `status --json` says."""
@@ -98,6 +98,11 @@ class OtherProtocols(LabTestCase):
         self.assertEqual(self.probe("icmp", lab["SRV1_IP4"])[0], "answered")
         self.assertEqual(parse_who(lab.http_get("client", lab["T1_IP4"]))["peer"],
                          lab["SRV1_NET_IP4"])
+        # DHCP (a lease renewed by unicast to a server that the routed range covers) leaves.
+        before = self.leaked()
+        self.assertEqual(self.probe("udp", lab["T1_IP4"], port=67)[0], "silence")
+        self.assertEqual(self.probe("udp", lab["T1_IP6"], port=547)[0], "silence")
+        self.assertGreaterEqual(self.leaked(), before + 2)
         # Neighbour discovery: srv1, having forgotten the client, learns it again (the
         # client's advertisement goes out).
         lab.exec("srv1", ["ip", "-6", "neigh", "flush", "all"])
