@@ -43,6 +43,16 @@ struct snapshot {
   std::vector<std::shared_ptr<profile>> by_id;  // null for a disabled profile
 };
 
+// `a` routed through the profile `id` of `snap` until `expiry`; past `limit` (its
+// dns.learn_limit) its oldest goes, counted on the profile: that one, if any.
+std::optional<net::address> learn_into(snapshot& snap, routing::profile_id id,
+                                       const net::address& a, routing::clock::time_point expiry,
+                                       std::size_t limit) {
+  auto evicted = snap.table.learn(a, id, expiry, limit);
+  if (evicted) snap.by_id[id]->evicted(limit);
+  return evicted;
+}
+
 }  // namespace
 
 std::optional<tunnel::account> ssh_account(const config::config& c) {
@@ -143,9 +153,8 @@ struct runtime::impl {
         std::find_if(by_id.begin(), by_id.end(), [&](auto& q) { return q.get() == &p; });
     if (it == by_id.end()) return;
     const auto evicted =
-        current->table.learn(a, static_cast<routing::profile_id>(it - by_id.begin()),
-                             routing::clock::now() + std::chrono::seconds(ttl), rules.learn_limit);
-    if (evicted) p.evicted(rules.learn_limit);
+        learn_into(*current, static_cast<routing::profile_id>(it - by_id.begin()), a,
+                   routing::clock::now() + std::chrono::seconds(ttl), rules.learn_limit);
     if (!installed) return;
     try {
       nl.learn(p.name(), a, std::chrono::seconds(ttl), evicted);
@@ -343,8 +352,7 @@ std::size_t runtime::adopt(
     const auto& rules = p->settings().dns;
     for (const auto& a : it->second) {
       const auto ttl = std::min<std::chrono::seconds>(a.ttl, rules.learn_ttl_max);
-      if (i.current->table.learn(a.address, id, now + ttl, rules.learn_limit))
-        p->evicted(rules.learn_limit);
+      learn_into(*i.current, id, a.address, now + ttl, rules.learn_limit);
       ++n;
     }
   }
@@ -461,9 +469,8 @@ asio::awaitable<runtime::reload_result> runtime::impl::reload(const std::filesys
   for (auto& l : current->table.learned())
     if (auto& old = current->by_id[l.profile])
       if (auto it = id_of.find(old->name()); it != id_of.end())
-        if (snap->table.learn(l.address, it->second, l.expiry,
-                              next.profiles[it->second].dns.learn_limit))
-          by_id[it->second]->evicted(next.profiles[it->second].dns.learn_limit);
+        learn_into(*snap, it->second, l.address, l.expiry,
+                   next.profiles[it->second].dns.learn_limit);
 
   // DNS: the first profile with domains needs the listener.
   std::unique_ptr<dns_front> fresh_dns;

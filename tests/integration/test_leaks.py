@@ -1,6 +1,7 @@
 """Nothing leaks: what no tunnel carries (UDP, QUIC, ICMP, ...) to a routed address is
 refused at once, locally and from the LAN, and never reaches the next hop; what keeps the
 machine on its network is never refused, even with everything routed."""
+import json
 import unittest
 
 from lab import LabTestCase, NextHop, parse_who, probe
@@ -29,7 +30,6 @@ class OtherProtocols(LabTestCase):
 
     def refused(self, t):
         """net1's refused packets, as `status --json` says."""
-        import json
         r = t.ctl("status", "--json")
         self.assertEqual(r.returncode, 0, r.stderr)
         return next(p["refused_packets"] for p in json.loads(r.stdout)["profiles"]

@@ -199,10 +199,14 @@ class OwnSsh(LabTestCase):
                                 "import socket,sys; s=socket.socket(socket.AF_UNIX);"
                                 "s.connect(sys.argv[1])", self.helper_socket])
         self.assertIn("PermissionError", r.stderr)
-        # The status is the user's own, at the user's own control socket.
+        # The status is the user's own, at the user's own control socket, and counts the
+        # user's refused datagram (the other user's was never the user's table's to refuse).
         r = lab.exec("client", u.argv([self.bin, "status", "-c", cfg]))
         self.assertEqual(r.returncode, 0, r.stderr)
         self.assertIn("profile corp: up", r.stdout)
+        r = lab.exec("client", u.argv([self.bin, "status", "--json", "-c", cfg]))
+        corp = next(p for p in json.loads(r.stdout)["profiles"] if p["name"] == "corp")
+        self.assertEqual(corp["refused_packets"], 1, r.stdout)
         # Killed, its table goes with it.
         os.killpg(t.pid, signal.SIGKILL)
         t.wait(10)
