@@ -574,12 +574,12 @@ struct busy : std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 std::optional<nft::netlink::table_info> drop_stale_lock(nft::netlink& nl) {
+  auto lock = nl.describe(nft::lock_table);
+  if (!lock.exists) return std::nullopt;
   const auto main = nl.describe("tprosshy");
   if (main.exists && main.owned)
     throw busy("a tprosshy is running (its helper, netlink port " + std::to_string(main.owner) +
                ", holds table inet tprosshy) and keeps the lock");
-  auto lock = nl.describe(nft::lock_table);
-  if (!lock.exists) return std::nullopt;
   nl.drop(nft::lock_table);
   return lock;
 }

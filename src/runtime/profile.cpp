@@ -128,10 +128,6 @@ void profile::make_dns() {
   dns_ = std::make_shared<pooled_upstream>(std::move(each));
 }
 
-bool profile::same_connection(const config::profile& other) const {
-  return runtime::same_connection(settings_, other);
-}
-
 std::vector<std::string> profile::ssh_args() const {
   if (settings_.host_keys.empty()) return settings_.ssh_args;
   // Pinned keys: a private known_hosts under one alias for every host of the profile, and

@@ -67,7 +67,6 @@ class profile {
   const std::string& name() const { return settings_.name; }
   const config::profile& settings() const { return settings_; }
   // Whether `other` needs new ssh processes: other hosts, ssh arguments, pool or probes.
-  bool same_connection(const config::profile& other) const;
   // Takes over settings that need no new ssh (subnets, excludes, DNS rules) at once.
   void update(config::profile settings);
   // Tries once, within `limit`, to find every host's ssh server, so that a profile started
